@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "bakker_native",
+      "sources": ["src/native/bakker_native.c"],
+      "cflags": ["-O2", "-Wall"]
+    }
+  ]
+}

@@ -1,0 +1,349 @@
+import os from 'node:os';
+import { BakkerError, errnoCode, errMessage } from '../../errors.js';
+import { canReuse } from '../../manifest/change.js';
+import { FORMAT_VERSION, type ImplHeader } from '../../manifest/codec.js';
+import type { Entry } from '../../manifest/entry.js';
+import { ImplReader, ImplWriter } from '../../manifest/impl-io.js';
+import type { Matcher } from '../../scan/exclude.js';
+import { walk, type SourceSpec } from '../../scan/walker.js';
+import type { Store } from '../../store/store.js';
+import { b } from '../../store/store.js';
+import { comparePaths, display, join } from '../../util/bpath.js';
+import type { HashAlgo } from '../../util/hash.js';
+import { newProgress, noEmit, type Emit, type Progress } from '../events.js';
+import { acquireLock, diffPath, implPath, initStore, listStore, mkdirIfMissing, RUN_DIR, setLatest, treePath } from '../layout.js';
+import { nextSnapshotName } from '../naming.js';
+import { cleanupIncomplete } from './cleanup.js';
+import { OrderedQueue } from './ordered-queue.js';
+import { StoreWriter } from './store-writer.js';
+import { writeSummary, type SnapshotSummary } from '../summary.js';
+
+export interface BackupOptions {
+  store: Store;
+  sources: SourceSpec[];
+  exclude?: Matcher;
+  oneFileSystem?: boolean;
+  checksum?: HashAlgo;
+  dryRun?: boolean;
+  now?: Date;
+  host?: string;
+  job?: string;
+  emit?: Emit;
+  progress?: Progress;
+  signal?: AbortSignal;
+  /** Extra fields for the impl header (for example a view's downtime). */
+  headerExtra?: Record<string, unknown>;
+}
+
+export interface BackupResult {
+  snapshot: string | null;
+  previous: string | null;
+  dryRun: boolean;
+  summary: SnapshotSummary;
+}
+
+interface Counts {
+  entries: number;
+  files: number;
+  dirs: number;
+  symlinks: number;
+  specials: number;
+  added: number;
+  changed: number;
+  unchanged: number;
+  removed: number;
+  bytes: number;
+  warnings: number;
+}
+
+/** Streams the previous impl for the merge-join; turns a broken one into "no previous" with a warning. */
+class PreviousImpl {
+  private cur: Entry | null = null;
+  private constructor(private reader: ImplReader | null, private readonly emit: Emit) {}
+
+  static async open(store: Store, name: string | null, emit: Emit): Promise<PreviousImpl> {
+    if (!name) return new PreviousImpl(null, emit);
+    try {
+      const p = new PreviousImpl(await ImplReader.open(store, implPath(name)), emit);
+      await p.step();
+      return p;
+    } catch (err) {
+      emit({ event: 'warning', message: `previous impl ${name}.impl cannot be read (${errMessage(err)}): this run copies everything` });
+      return new PreviousImpl(null, emit);
+    }
+  }
+
+  private async step(): Promise<void> {
+    try {
+      this.cur = this.reader ? await this.reader.next() : null;
+    } catch (err) {
+      this.emit({ event: 'warning', message: `previous impl became unreadable (${errMessage(err)}): the rest of this run copies everything` });
+      this.reader?.close();
+      this.reader = null;
+      this.cur = null;
+    }
+  }
+
+  /** The previous record for `path` (or undefined); counts records passed over as removed. */
+  async find(path: Buffer, onRemoved: () => void): Promise<Entry | undefined> {
+    while (this.cur && comparePaths(this.cur.path, path) < 0) {
+      onRemoved();
+      await this.step();
+    }
+    if (this.cur && this.cur.path.equals(path)) {
+      const found = this.cur;
+      await this.step();
+      return found;
+    }
+    return undefined;
+  }
+
+  async rest(onRemoved: () => void): Promise<void> {
+    while (this.cur) {
+      onRemoved();
+      await this.step();
+    }
+  }
+
+  close(): void {
+    this.reader?.close();
+  }
+}
+
+function checkAbort(signal?: AbortSignal): void {
+  if (signal?.aborted) throw new BakkerError('IO', 'backup interrupted: no snapshot was published, earlier snapshots are intact');
+}
+
+/**
+ * One backup run: walk the sources, merge-join with the previous impl, hard-link what is
+ * unchanged and copy the rest into .bakker/run/NAME, then publish (rename; impl last; latest).
+ * A failure or a kill at any point leaves earlier snapshots and `latest` as they were.
+ */
+export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
+  const { store } = opts;
+  const emit = opts.emit ?? noEmit;
+  const progress = opts.progress ?? newProgress();
+  const now = opts.now ?? new Date();
+  const t0 = Date.now();
+  if (!store.caps.hardLinks) throw new BakkerError('STORE', `store ${store.url} cannot make hard links: bakker snapshots need them`);
+
+  if (opts.dryRun) return dryRun(opts, emit, progress, now, t0);
+
+  await initStore(store);
+  const lock = await acquireLock(store);
+  if (lock.tookOverFrom) emit({ event: 'info', message: `took over the lock of a dead run (PID ${lock.tookOverFrom.pid}, started ${lock.tookOverFrom.started})` });
+  let runDir: Buffer | null = null;
+  let queue: OrderedQueue | null = null;
+  let implWriter: ImplWriter | null = null;
+  let prevImpl: PreviousImpl | null = null;
+  try {
+    await cleanupIncomplete(store, emit);
+    const listing = await listStore(store);
+    const previous = listing.complete[listing.complete.length - 1] ?? null;
+    const name = nextSnapshotName(listing.used, now);
+    runDir = join(RUN_DIR, name);
+    const tree = join(runDir, 'tree');
+    const diff = join(runDir, 'diff');
+    await mkdirIfMissing(store, RUN_DIR);
+    await store.mkdir(runDir, 0o700);
+    await store.mkdir(tree, 0o700);
+    await store.mkdir(diff, 0o700);
+    emit({ event: 'start', command: 'backup', store: store.url, snapshot: name, previous });
+
+    const header: ImplHeader = {
+      bakker: 'impl',
+      format: FORMAT_VERSION,
+      snapshot: name,
+      host: opts.host ?? os.hostname(),
+      job: opts.job ?? 'default',
+      sources: opts.sources.map((s) => s.path),
+      start: now.toISOString(),
+      previous,
+      options: {
+        exclude: opts.exclude?.patterns ?? [],
+        oneFileSystem: opts.oneFileSystem === true,
+        checksum: opts.checksum ?? null,
+      },
+      ...opts.headerExtra,
+    };
+    implWriter = new ImplWriter(store, join(runDir, 'impl'), header);
+    const writer = new StoreWriter(store, tree, diff, previous ? treePath(previous) : null, name, opts.checksum, emit, progress);
+    const iw = implWriter;
+    queue = new OrderedQueue((e) => iw.write(e), 256);
+    prevImpl = await PreviousImpl.open(store, previous, emit);
+    const counts = newCounts();
+    const dirs: Entry[] = [];
+    const groupDone = new Map<Entry, Promise<boolean>>();
+    progress.phase = 'backup';
+
+    for (const item of walk({ sources: opts.sources, exclude: opts.exclude, oneFileSystem: opts.oneFileSystem })) {
+      if (item.kind === 'warning') {
+        counts.warnings++;
+        if (item.unreadable) writer.stats.unreadable++;
+        emit({ event: 'warning', path: display(item.path), message: item.message });
+        continue;
+      }
+      if ((++progress.entries & 1023) === 0) checkAbort(opts.signal);
+      const e = item.entry;
+      progress.current = e.path;
+      const prev = await prevImpl.find(e.path, () => counts.removed++);
+      count(counts, e, prev);
+      let work: Promise<boolean> | undefined;
+      const copy = () => writer.copy(e, item.abs);
+      switch (e.type) {
+        case 'dir':
+          await writer.mkdir(e);
+          dirs.push(e);
+          break;
+        case 'file':
+          if (item.linkTo) work = writer.linkToGroup(e, item.linkTo, groupDone.get(item.linkTo) ?? Promise.resolve(false), copy);
+          else if (canReuse(prev, e)) work = writer.reuse(e, prev, copy);
+          else work = copy();
+          if (e.hardlink !== undefined && !item.linkTo) groupDone.set(e, work);
+          break;
+        case 'symlink':
+          work = canReuse(prev, e) ? writer.reuse(e, prev, () => writer.symlink(e)) : writer.symlink(e);
+          break;
+        default:
+          break; // fifos, sockets and devices live in the impl only
+      }
+      await queue.push(e, work);
+    }
+    await prevImpl.rest(() => counts.removed++);
+    progress.phase = 'finishing';
+    await queue.drain();
+    for (let i = dirs.length - 1; i >= 0; i--) {
+      const d = dirs[i]!;
+      await store.setMeta(join(tree, d.path), { mode: d.mode, uid: d.uid, gid: d.gid, mtime: d.mtime });
+    }
+    const durationMs = Date.now() - t0;
+    const summary: SnapshotSummary = {
+      snapshot: name,
+      previous,
+      start: now.toISOString(),
+      durationMs,
+      ...counts,
+      entries: iw.count,
+      copied: writer.stats.copied,
+      linked: writer.stats.linked,
+      bytesCopied: writer.stats.bytesCopied,
+      bytesLinked: writer.stats.bytesLinked,
+      unreadable: writer.stats.unreadable,
+      changing: writer.stats.changing,
+    };
+    await implWriter.close({ trailer: true, end: new Date().toISOString(), entries: iw.count, summary: numbersOf(summary) });
+    implWriter = null;
+    await publish(store, runDir, name, summary);
+    runDir = null;
+    emit({ event: 'snapshot', name, entries: summary.entries, bytes: summary.bytes, newBytes: summary.bytesCopied, start: summary.start, durationMs });
+    return { snapshot: name, previous, dryRun: false, summary };
+  } catch (err) {
+    throw storeFailure(store, err);
+  } finally {
+    prevImpl?.close();
+    implWriter?.abort();
+    if (queue) await queue.settle().catch(() => undefined);
+    if (runDir) await store.remove(runDir).catch(() => undefined);
+    await lock.release().catch(() => undefined);
+  }
+}
+
+function storeFailure(store: Store, err: unknown): unknown {
+  const code = errnoCode(err);
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new BakkerError('IO', `store ${store.url} is full (${code}): free space there or prune old snapshots; no snapshot was published and earlier ones are intact`, { cause: err });
+  }
+  if (code && !(err instanceof BakkerError)) {
+    return new BakkerError('IO', `writing to store ${store.url} failed: ${errMessage(err)}; no snapshot was published and earlier ones are intact`, { cause: err });
+  }
+  return err;
+}
+
+/** Makes the run durable, then publishes: tree, diff, impl (the commit point), summary, latest. */
+async function publish(store: Store, runDir: Buffer, name: string, summary: SnapshotSummary): Promise<void> {
+  await store.sync();
+  await store.rename(join(runDir, 'tree'), treePath(name));
+  await store.rename(join(runDir, 'diff'), diffPath(name));
+  await store.rename(join(runDir, 'impl'), implPath(name));
+  await store.sync();
+  await writeSummary(store, summary).catch(() => undefined);
+  await setLatest(store, name);
+  await store.remove(runDir);
+}
+
+function newCounts(): Counts {
+  return { entries: 0, files: 0, dirs: 0, symlinks: 0, specials: 0, added: 0, changed: 0, unchanged: 0, removed: 0, bytes: 0, warnings: 0 };
+}
+
+function count(c: Counts, e: Entry, prev: Entry | undefined): void {
+  c.entries++;
+  if (e.type === 'file') {
+    c.files++;
+    c.bytes += e.size;
+  } else if (e.type === 'dir') c.dirs++;
+  else if (e.type === 'symlink') c.symlinks++;
+  else c.specials++;
+  if (e.type !== 'file' && e.type !== 'symlink') return;
+  if (!prev) c.added++;
+  else if (canReuse(prev, e)) c.unchanged++;
+  else c.changed++;
+}
+
+function numbersOf(o: object): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(o)) if (typeof v === 'number') out[k] = v;
+  return out;
+}
+
+async function dryRun(opts: BackupOptions, emit: Emit, progress: Progress, now: Date, t0: number): Promise<BackupResult> {
+  const { store } = opts;
+  let previous: string | null = null;
+  let name = nextSnapshotName([], now);
+  try {
+    const listing = await listStore(store);
+    previous = listing.complete[listing.complete.length - 1] ?? null;
+    name = nextSnapshotName(listing.used, now);
+  } catch (err) {
+    if (errnoCode(err) !== 'ENOENT') throw err;
+  }
+  emit({ event: 'start', command: 'backup', store: store.url, snapshot: name, previous, dryRun: true });
+  const prevImpl = await PreviousImpl.open(store, previous, emit);
+  const counts = newCounts();
+  let bytesToCopy = 0;
+  try {
+    for (const item of walk({ sources: opts.sources, exclude: opts.exclude, oneFileSystem: opts.oneFileSystem })) {
+      if (item.kind === 'warning') {
+        counts.warnings++;
+        emit({ event: 'warning', path: display(item.path), message: item.message });
+        continue;
+      }
+      progress.entries++;
+      const e = item.entry;
+      const prev = await prevImpl.find(e.path, () => counts.removed++);
+      count(counts, e, prev);
+      if (e.type === 'file' && !item.linkTo && !canReuse(prev, e)) {
+        bytesToCopy += e.size;
+        emit({ event: 'entry', change: prev ? 'changed' : 'new', path: display(e.path) });
+      }
+    }
+    await prevImpl.rest(() => counts.removed++);
+  } finally {
+    prevImpl.close();
+  }
+  const summary: SnapshotSummary = {
+    snapshot: name,
+    previous,
+    start: now.toISOString(),
+    durationMs: Date.now() - t0,
+    ...counts,
+    copied: 0,
+    linked: 0,
+    bytesCopied: bytesToCopy,
+    bytesLinked: 0,
+    unreadable: 0,
+    changing: 0,
+  };
+  return { snapshot: null, previous, dryRun: true, summary };
+}
+
+export const _internal = { b };

@@ -1,0 +1,30 @@
+/**
+ * The engine never prints: it calls `emit` with these events, and the CLI renders them
+ * (ui/). Live counters are a plain object the CLI samples on a timer, so progress costs the
+ * run nothing.
+ */
+export type BakkerEvent =
+  | { event: 'start'; command: string; store: string; snapshot?: string; previous?: string | null; dryRun?: boolean }
+  | { event: 'warning'; path?: string; message: string }
+  | { event: 'info'; message: string }
+  | { event: 'entry'; change: string; path: string }
+  | { event: 'problem'; snapshot: string; path?: string; message: string }
+  | { event: 'snapshot'; name: string; entries: number; bytes: number; newBytes: number; start?: string; durationMs?: number }
+  | { event: 'restored'; path: string }
+  | { event: 'summary'; [k: string]: unknown };
+
+export type Emit = (ev: BakkerEvent) => void;
+export const noEmit: Emit = () => undefined;
+
+export interface Progress {
+  phase: string;
+  entries: number;
+  linked: number;
+  copied: number;
+  bytesCopied: number;
+  current: Buffer | null;
+}
+
+export function newProgress(): Progress {
+  return { phase: 'starting', entries: 0, linked: 0, copied: 0, bytesCopied: 0, current: null };
+}

@@ -1,0 +1,61 @@
+import { errnoCode } from '../errors.js';
+import { ImplReader } from '../manifest/impl-io.js';
+import type { Store } from '../store/store.js';
+import { b } from '../store/store.js';
+import { implPath, SUMMARY_DIR, mkdirIfMissing } from './layout.js';
+
+export interface SnapshotSummary {
+  snapshot: string;
+  previous: string | null;
+  start: string;
+  durationMs: number;
+  entries: number;
+  files: number;
+  dirs: number;
+  symlinks: number;
+  specials: number;
+  added: number;
+  changed: number;
+  unchanged: number;
+  removed: number;
+  bytes: number;
+  copied: number;
+  linked: number;
+  bytesCopied: number;
+  bytesLinked: number;
+  unreadable: number;
+  changing: number;
+  warnings: number;
+}
+
+const summaryPath = (name: string) => b(`.bakker/summary/${name}.json`);
+
+export async function writeSummary(store: Store, s: SnapshotSummary): Promise<void> {
+  await mkdirIfMissing(store, SUMMARY_DIR);
+  await store.writeFile(summaryPath(s.snapshot), Buffer.from(JSON.stringify(s) + '\n'));
+}
+
+/** The cached summary, or one rebuilt from the impl's header and trailer (and cached again). */
+export async function readSummary(store: Store, name: string): Promise<SnapshotSummary> {
+  try {
+    return JSON.parse((await store.readFile(summaryPath(name))).toString('utf8')) as SnapshotSummary;
+  } catch (err) {
+    if (errnoCode(err) !== 'ENOENT' && !(err instanceof SyntaxError)) throw err;
+  }
+  const r = await ImplReader.open(store, implPath(name));
+  try {
+    while (await r.next());
+  } finally {
+    r.close();
+  }
+  const t = r.trailer?.summary ?? {};
+  const s = {
+    ...t,
+    snapshot: name,
+    previous: r.header.previous,
+    start: r.header.start,
+    entries: r.trailer?.entries ?? 0,
+  } as SnapshotSummary;
+  await writeSummary(store, s).catch(() => undefined);
+  return s;
+}

@@ -1,0 +1,167 @@
+import { isUtf8 } from 'node:buffer';
+import { BakkerError } from '../errors.js';
+import { display } from '../util/bpath.js';
+import type { Entry, EntryType } from './entry.js';
+import { formatNs, parseNs } from './time.js';
+
+/** Version of the impl and of the store layout. Bump on any incompatible change (docs/FORMAT.md). */
+export const FORMAT_VERSION = 1;
+
+export interface ImplHeader {
+  bakker: 'impl';
+  format: number;
+  snapshot: string;
+  host: string;
+  job: string;
+  sources: string[];
+  start: string;
+  previous: string | null;
+  options: Record<string, unknown>;
+  [k: string]: unknown;
+}
+
+export interface ImplTrailer {
+  trailer: true;
+  end: string;
+  entries: number;
+  summary: Record<string, number>;
+  [k: string]: unknown;
+}
+
+const TYPES = new Set<EntryType>(['file', 'dir', 'symlink', 'fifo', 'socket', 'char', 'block']);
+
+/** A byte string as a JSON value: a plain string when it is UTF-8, else {"b64": "..."}. */
+function bytesOut(b: Buffer): string | { b64: string } {
+  return isUtf8(b) ? b.toString('utf8') : { b64: b.toString('base64') };
+}
+
+function bytesIn(v: unknown, what: string, line: number): Buffer {
+  if (typeof v === 'string') return Buffer.from(v, 'utf8');
+  if (v && typeof v === 'object' && typeof (v as { b64?: unknown }).b64 === 'string') {
+    return Buffer.from((v as { b64: string }).b64, 'base64');
+  }
+  throw implError(line, `${what} is neither a string nor {"b64": ...}`);
+}
+
+function implError(line: number, msg: string): BakkerError {
+  return new BakkerError('IMPL', `impl line ${line}: ${msg}`);
+}
+
+export function encodeEntry(e: Entry): string {
+  const o: Record<string, unknown> = {
+    path: bytesOut(e.path),
+    type: e.type,
+    size: e.size,
+    mode: e.mode.toString(8).padStart(4, '0'),
+    uid: e.uid,
+    gid: e.gid,
+  };
+  if (e.user !== undefined) o.user = e.user;
+  if (e.group !== undefined) o.group = e.group;
+  o.mtime = formatNs(e.mtime);
+  o.ctime = formatNs(e.ctime);
+  if (e.target !== undefined) o.target = bytesOut(e.target);
+  if (e.rdev !== undefined) o.rdev = e.rdev;
+  if (e.hardlink !== undefined) o.hardlink = e.hardlink;
+  if (e.acl !== undefined) o.acl = e.acl;
+  if (e.dacl !== undefined) o.dacl = e.dacl;
+  if (e.xattrs !== undefined && e.xattrs.size > 0) {
+    const x: Record<string, string> = {};
+    for (const [k, v] of e.xattrs) x[k] = v.toString('base64');
+    o.xattrs = x;
+  }
+  if (e.sum !== undefined) o.sum = e.sum;
+  if (e.since !== undefined) o.since = e.since;
+  if (e.sparse) o.sparse = true;
+  if (e.changing) o.changing = true;
+  return JSON.stringify(o);
+}
+
+function num(o: Record<string, unknown>, k: string, line: number): number {
+  const v = o[k];
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw implError(line, `"${k}" must be a non-negative integer`);
+  return v;
+}
+
+function ns(o: Record<string, unknown>, k: string, line: number): bigint {
+  const v = o[k];
+  const parsed = typeof v === 'string' ? parseNs(v) : null;
+  if (parsed === null) throw implError(line, `"${k}" must be "seconds.nanoseconds"`);
+  return parsed;
+}
+
+function optStr(o: Record<string, unknown>, k: string, line: number): string | undefined {
+  const v = o[k];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string') throw implError(line, `"${k}" must be a string`);
+  return v;
+}
+
+export function decodeEntry(o: Record<string, unknown>, line: number): Entry {
+  const type = o.type as EntryType;
+  if (!TYPES.has(type)) throw implError(line, `unknown type ${JSON.stringify(o.type)}`);
+  const modeStr = o.mode;
+  if (typeof modeStr !== 'string' || !/^[0-7]{1,5}$/.test(modeStr)) throw implError(line, '"mode" must be an octal string');
+  const e: Entry = {
+    path: bytesIn(o.path, 'path', line),
+    type,
+    size: num(o, 'size', line),
+    mode: parseInt(modeStr, 8) & 0o7777,
+    uid: num(o, 'uid', line),
+    gid: num(o, 'gid', line),
+    mtime: ns(o, 'mtime', line),
+    ctime: ns(o, 'ctime', line),
+  };
+  const user = optStr(o, 'user', line);
+  if (user !== undefined) e.user = user;
+  const group = optStr(o, 'group', line);
+  if (group !== undefined) e.group = group;
+  if (o.target !== undefined) e.target = bytesIn(o.target, 'target', line);
+  if (o.rdev !== undefined) e.rdev = num(o, 'rdev', line);
+  if (o.hardlink !== undefined) e.hardlink = num(o, 'hardlink', line);
+  const acl = optStr(o, 'acl', line);
+  if (acl !== undefined) e.acl = acl;
+  const dacl = optStr(o, 'dacl', line);
+  if (dacl !== undefined) e.dacl = dacl;
+  if (o.xattrs !== undefined) {
+    if (!o.xattrs || typeof o.xattrs !== 'object') throw implError(line, '"xattrs" must be an object');
+    e.xattrs = new Map();
+    for (const [k, v] of Object.entries(o.xattrs as Record<string, unknown>)) {
+      if (typeof v !== 'string') throw implError(line, `xattr ${k} must be base64`);
+      e.xattrs.set(k, Buffer.from(v, 'base64'));
+    }
+  }
+  const sum = optStr(o, 'sum', line);
+  if (sum !== undefined) e.sum = sum;
+  const since = optStr(o, 'since', line);
+  if (since !== undefined) e.since = since;
+  if (o.sparse === true) e.sparse = true;
+  if (o.changing === true) e.changing = true;
+  if (e.type === 'symlink' && e.target === undefined) throw implError(line, `symlink ${display(e.path)} has no target`);
+  return e;
+}
+
+export type ImplLine =
+  | { kind: 'header'; header: ImplHeader }
+  | { kind: 'entry'; entry: Entry }
+  | { kind: 'trailer'; trailer: ImplTrailer };
+
+export function decodeLine(text: string, line: number): ImplLine {
+  let o: unknown;
+  try {
+    o = JSON.parse(text);
+  } catch {
+    throw implError(line, 'not valid JSON');
+  }
+  if (!o || typeof o !== 'object' || Array.isArray(o)) throw implError(line, 'not a JSON object');
+  const rec = o as Record<string, unknown>;
+  if (rec.bakker === 'impl') {
+    if (typeof rec.format !== 'number') throw implError(line, 'header has no format version');
+    if (rec.format > FORMAT_VERSION) {
+      throw new BakkerError('STORE', `impl format ${rec.format} is newer than this bakker supports (${FORMAT_VERSION}): upgrade bakker`);
+    }
+    return { kind: 'header', header: rec as ImplHeader };
+  }
+  if (rec.trailer === true) return { kind: 'trailer', trailer: rec as ImplTrailer };
+  return { kind: 'entry', entry: decodeEntry(rec, line) };
+}

@@ -1,0 +1,149 @@
+import { PassThrough, type Readable } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
+import zlib from 'node:zlib';
+import { BakkerError } from '../errors.js';
+import type { Store } from '../store/store.js';
+import { comparePaths, display } from '../util/bpath.js';
+import { decodeLine, encodeEntry, type ImplHeader, type ImplTrailer } from './codec.js';
+import type { Entry } from './entry.js';
+
+/**
+ * Streams an impl: gunzip, split lines, decode. Memory stays flat: only one decoded chunk of
+ * lines is held. Checks the header comes first and that entries are in strict walk order, so a
+ * merge-join (or a restore) can rely on it.
+ */
+export class ImplReader {
+  header!: ImplHeader;
+  trailer: ImplTrailer | undefined;
+  private lines: string[] = [];
+  private idx = 0;
+  private lineNo = 0;
+  private rest = '';
+  private done = false;
+  private last: Buffer | undefined;
+  private readonly iter: AsyncIterator<Buffer>;
+  private readonly decoder = new StringDecoder('utf8');
+
+  private constructor(private readonly source: Readable, readonly name: string) {
+    const gunzip = zlib.createGunzip();
+    source.on('error', (e) => gunzip.destroy(e));
+    source.pipe(gunzip);
+    this.iter = gunzip[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  }
+
+  static async open(store: Store, p: Buffer): Promise<ImplReader> {
+    let opened: { stream: Readable };
+    try {
+      opened = await store.openRead(p);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new BakkerError('NOT_FOUND', `impl ${p.toString()} is missing from the store`);
+      throw err;
+    }
+    const r = new ImplReader(opened.stream, p.toString());
+    const first = await r.nextLine();
+    if (first === null) throw new BakkerError('IMPL', `impl ${r.name} is empty: the snapshot is damaged`);
+    const d = decodeLine(first, 1);
+    if (d.kind !== 'header') throw new BakkerError('IMPL', `impl ${r.name}: line 1 is not a header`);
+    r.header = d.header;
+    return r;
+  }
+
+  private async nextLine(): Promise<string | null> {
+    while (this.idx >= this.lines.length) {
+      if (this.done) return null;
+      let res: IteratorResult<Buffer>;
+      try {
+        res = await this.iter.next();
+      } catch (err) {
+        throw new BakkerError('IMPL', `impl ${this.name} cannot be read (${(err as Error).message}): the file is corrupt or truncated`, { cause: err });
+      }
+      if (res.done) {
+        this.done = true;
+        const tail = this.rest + this.decoder.end();
+        this.rest = '';
+        this.lines = tail.length ? [tail] : [];
+        this.idx = 0;
+        continue;
+      }
+      const text = this.rest + this.decoder.write(res.value);
+      const parts = text.split('\n');
+      this.rest = parts.pop() ?? '';
+      this.lines = parts;
+      this.idx = 0;
+    }
+    this.lineNo++;
+    return this.lines[this.idx++]!;
+  }
+
+  /** The next entry in walk order, or null at the end (then `trailer` is set if the impl has one). */
+  async next(): Promise<Entry | null> {
+    for (;;) {
+      const line = await this.nextLine();
+      if (line === null) return null;
+      if (line === '') continue;
+      const d = decodeLine(line, this.lineNo);
+      if (d.kind === 'trailer') {
+        this.trailer = d.trailer;
+        continue;
+      }
+      if (d.kind === 'header') throw new BakkerError('IMPL', `impl ${this.name} line ${this.lineNo}: a second header`);
+      if (this.trailer) throw new BakkerError('IMPL', `impl ${this.name} line ${this.lineNo}: an entry after the trailer`);
+      const e = d.entry;
+      if (this.last && comparePaths(this.last, e.path) >= 0) {
+        throw new BakkerError('IMPL', `impl ${this.name} line ${this.lineNo}: ${display(e.path)} is out of order: the impl is corrupt or was altered`);
+      }
+      this.last = e.path;
+      return e;
+    }
+  }
+
+  close(): void {
+    this.source.destroy();
+  }
+}
+
+/** Writes an impl as gzip-compressed JSON lines through the store (temp + fsync + rename). */
+export class ImplWriter {
+  private buf = '';
+  private readonly gzip: zlib.Gzip;
+  private readonly done: Promise<void>;
+  private failure: unknown;
+  count = 0;
+
+  constructor(store: Store, p: Buffer, header: ImplHeader) {
+    this.gzip = zlib.createGzip({ level: 4 });
+    const out = new PassThrough();
+    this.gzip.pipe(out);
+    this.done = store.writeFile(p, out).catch((err) => {
+      this.failure = err;
+      this.gzip.destroy();
+      throw err;
+    });
+    this.done.catch(() => undefined);
+    this.buf = JSON.stringify(header) + '\n';
+  }
+
+  async write(e: Entry): Promise<void> {
+    this.buf += encodeEntry(e) + '\n';
+    this.count++;
+    if (this.buf.length >= 65536) await this.flush();
+  }
+
+  private async flush(): Promise<void> {
+    if (this.failure) throw this.failure;
+    const chunk = this.buf;
+    this.buf = '';
+    if (!this.gzip.write(chunk)) await new Promise<void>((res) => this.gzip.once('drain', res));
+  }
+
+  async close(trailer: ImplTrailer): Promise<void> {
+    this.buf += JSON.stringify(trailer) + '\n';
+    await this.flush();
+    this.gzip.end();
+    await this.done;
+  }
+
+  abort(): void {
+    this.gzip.destroy();
+  }
+}

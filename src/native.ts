@@ -1,0 +1,34 @@
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+/** The native helpers built from src/native/bakker_native.c (see the comment there for contracts). */
+export interface Native {
+  /** Every xattr of `p` (never following a symlink) as [name, value, ...], or null when it has none. */
+  getXattrs(p: Buffer): (string | Buffer)[] | null;
+  setXattr(p: Buffer, name: string, value: Buffer): void;
+  /** utimensat without following symlinks. */
+  utimens(p: Buffer, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
+  mknod(p: Buffer, mode: number, dev: number): void;
+  syncfs(p: Buffer | string): void;
+}
+
+function load(): Native {
+  const require = createRequire(import.meta.url);
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const candidates = [
+    path.resolve(here, '../../build/Release/bakker_native.node'), // dist/src -> package root
+    path.resolve(here, '../build/Release/bakker_native.node'),
+  ];
+  let lastErr: unknown;
+  for (const c of candidates) {
+    try {
+      return require(c) as Native;
+    } catch (err) {
+      lastErr = err;
+    }
+  }
+  throw new Error(`bakker's native helper is not built: run 'npm rebuild' in the bakker package (${String(lastErr)})`);
+}
+
+export const native: Native = load();

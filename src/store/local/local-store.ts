@@ -1,0 +1,176 @@
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import { native } from '../../native.js';
+import { typeOfMode } from '../../manifest/entry.js';
+import { splitNs } from '../../manifest/time.js';
+import { copyFd } from '../../util/sparse-copy.js';
+import { createHasher, type HashAlgo } from '../../util/hash.js';
+import type { FileMeta, LocalSource, Store, StoreCaps, StoreStat } from '../store.js';
+
+const { O_RDONLY, O_NOFOLLOW, O_WRONLY, O_CREAT, O_EXCL } = fs.constants;
+
+/** A store in a local folder (the first tier: hard-link snapshots on the same volume). */
+export class LocalStore implements Store {
+  readonly url: string;
+  readonly caps: StoreCaps;
+  private readonly root: Buffer;
+
+  constructor(root: string) {
+    this.url = path.resolve(root);
+    this.root = Buffer.from(this.url);
+    const isRoot = process.getuid?.() === 0;
+    this.caps = { hardLinks: true, atomicRename: true, ownership: isRoot, nsTimes: true, inFlight: 64 };
+  }
+
+  abs(p: Buffer): Buffer {
+    if (p.length === 0) return this.root;
+    const out = Buffer.allocUnsafe(this.root.length + 1 + p.length);
+    this.root.copy(out, 0);
+    out[this.root.length] = 0x2f;
+    p.copy(out, this.root.length + 1);
+    return out;
+  }
+
+  async stat(p: Buffer): Promise<StoreStat | null> {
+    try {
+      const st = await fsp.lstat(this.abs(p), { bigint: true });
+      return {
+        type: typeOfMode(Number(st.mode)) ?? 'file',
+        size: Number(st.size),
+        mode: Number(st.mode) & 0o7777,
+        uid: Number(st.uid),
+        gid: Number(st.gid),
+        mtime: st.mtimeNs,
+        ino: Number(st.ino),
+        nlink: Number(st.nlink),
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+  }
+
+  readdir(p: Buffer): Promise<Buffer[]> {
+    return fsp.readdir(this.abs(p), { encoding: 'buffer' });
+  }
+
+  readlink(p: Buffer): Promise<Buffer> {
+    return fsp.readlink(this.abs(p), { encoding: 'buffer' });
+  }
+
+  readFile(p: Buffer): Promise<Buffer> {
+    return fsp.readFile(this.abs(p), { flag: O_RDONLY | O_NOFOLLOW });
+  }
+
+  async openRead(p: Buffer): Promise<{ stream: Readable; size: number }> {
+    const fh = await fsp.open(this.abs(p), O_RDONLY | O_NOFOLLOW);
+    try {
+      const st = await fh.stat();
+      if (!st.isFile()) throw Object.assign(new Error(`not a regular file in the store: ${p.toString()}`), { code: 'EINVAL' });
+      return { stream: fh.createReadStream({ highWaterMark: 256 * 1024 }), size: st.size };
+    } catch (err) {
+      await fh.close();
+      throw err;
+    }
+  }
+
+  async writeFile(p: Buffer, data: Buffer | Readable, opts: { exclusive?: boolean; mode?: number } = {}): Promise<void> {
+    const dest = this.abs(p);
+    const tmp = opts.exclusive ? dest : Buffer.concat([dest, Buffer.from(`.tmp-${process.pid}-${randomBytes(4).toString('hex')}`)]);
+    const fh = await fsp.open(tmp, O_WRONLY | O_CREAT | O_EXCL, opts.mode ?? 0o600);
+    try {
+      if (Buffer.isBuffer(data)) await fh.writeFile(data);
+      else for await (const chunk of data) await fh.write(chunk as Buffer);
+      await fh.sync();
+    } catch (err) {
+      await fh.close();
+      await fsp.rm(tmp, { force: true });
+      throw err;
+    }
+    await fh.close();
+    if (!opts.exclusive) await fsp.rename(tmp, dest);
+    await this.syncDir(path.dirname(dest.toString('latin1')));
+  }
+
+  private async syncDir(dirLatin1: string): Promise<void> {
+    const fh = await fsp.open(Buffer.from(dirLatin1, 'latin1'), O_RDONLY);
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async putFile(p: Buffer, src: LocalSource, meta: FileMeta, hash?: HashAlgo): Promise<{ sum?: string }> {
+    const dest = this.abs(p);
+    let sum: string | undefined;
+    if (!hash && !src.sparse) {
+      // copy_file_range in the kernel (or a reflink): the fastest path when nothing must see the bytes.
+      await fsp.copyFile(`/proc/self/fd/${src.fd}`, dest, fs.constants.COPYFILE_EXCL);
+    } else {
+      const hasher = hash ? createHasher(hash) : undefined;
+      const fh = await fsp.open(dest, O_WRONLY | O_CREAT | O_EXCL, 0o600);
+      try {
+        await copyFd(src.fd, fh.fd, src.size, src.sparse, hasher);
+      } finally {
+        await fh.close();
+      }
+      sum = hasher?.digest();
+    }
+    await this.setMeta(p, meta);
+    return sum === undefined ? {} : { sum };
+  }
+
+  mkdir(p: Buffer, mode: number): Promise<void> {
+    return fsp.mkdir(this.abs(p), { mode }).then(() => undefined);
+  }
+
+  symlink(target: Buffer, p: Buffer): Promise<void> {
+    return fsp.symlink(target, this.abs(p));
+  }
+
+  link(existing: Buffer, p: Buffer): Promise<void> {
+    return fsp.link(this.abs(existing), this.abs(p));
+  }
+
+  rename(from: Buffer, to: Buffer): Promise<void> {
+    return fsp.rename(this.abs(from), this.abs(to));
+  }
+
+  async setMeta(p: Buffer, meta: FileMeta, isSymlink = false): Promise<void> {
+    const a = this.abs(p);
+    if (this.caps.ownership && meta.uid !== undefined && meta.gid !== undefined) await fsp.lchown(a, meta.uid, meta.gid);
+    if (meta.mode !== undefined && !isSymlink) await fsp.chmod(a, meta.mode);
+    if (meta.mtime !== undefined) {
+      const [s, ns] = splitNs(meta.mtime);
+      native.utimens(a, s, ns, s, ns);
+    }
+  }
+
+  unlink(p: Buffer): Promise<void> {
+    return fsp.unlink(this.abs(p));
+  }
+
+  remove(p: Buffer): Promise<void> {
+    return fsp.rm(this.abs(p), { recursive: true, force: true });
+  }
+
+  async statvfs(): Promise<{ freeBytes: number; freeInodes: number }> {
+    const s = await fsp.statfs(this.url);
+    return { freeBytes: s.bavail * s.bsize, freeInodes: s.ffree };
+  }
+
+  async sync(): Promise<void> {
+    native.syncfs(this.url);
+  }
+
+  async close(): Promise<void> {}
+}
+
+/** Opens a stream over a Buffer path that might not be valid UTF-8. */
+export function readStreamOf(p: Buffer): Readable {
+  return fs.createReadStream(p);
+}

@@ -1,0 +1,93 @@
+import type { Readable } from 'node:stream';
+import type { EntryType } from '../manifest/entry.js';
+import type { HashAlgo } from '../util/hash.js';
+
+/**
+ * The store interface: everything the engine does to a target goes through it, so a local
+ * folder and an SFTP server are interchangeable (one conformance suite, test/store/).
+ *
+ * Paths are Buffers relative to the store root ('/'-separated, no leading '/'). Errors are
+ * Node-style errors whose `code` classifies them: ENOENT (not found), EEXIST, ENOSPC/EDQUOT (no
+ * space), EACCES/EPERM (permission), ETRANSIENT (worth a retry: a dropped connection); anything
+ * else is permanent. Only a retry wrapper retries, and only ETRANSIENT.
+ */
+export interface StoreCaps {
+  /** link() works (reverse-incremental snapshots need it). */
+  hardLinks: boolean;
+  /** rename() atomically replaces an existing file. */
+  atomicRename: boolean;
+  /** The store keeps owner/group (setMeta with uid/gid takes effect). */
+  ownership: boolean;
+  /** Times are kept to the nanosecond (else whole seconds; the impl keeps the exact value). */
+  nsTimes: boolean;
+  /** Useful number of requests in flight. */
+  inFlight: number;
+}
+
+export interface StoreStat {
+  type: EntryType;
+  size: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  mtime: bigint;
+  ino: number;
+  nlink: number;
+}
+
+export interface FileMeta {
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  /** ns since the epoch */
+  mtime?: bigint;
+}
+
+/** A local source file, already opened by the caller, who also closes it. */
+export interface LocalSource {
+  fd: number;
+  size: number;
+  sparse: boolean;
+}
+
+export interface Store {
+  readonly url: string;
+  readonly caps: StoreCaps;
+  /** lstat: never follows a symlink. null when missing. */
+  stat(p: Buffer): Promise<StoreStat | null>;
+  /** Names in a directory, unsorted. */
+  readdir(p: Buffer): Promise<Buffer[]>;
+  readlink(p: Buffer): Promise<Buffer>;
+  /** Whole small file. */
+  readFile(p: Buffer): Promise<Buffer>;
+  /** A stream of a regular file's content; refuses a symlink (ELOOP) or a non-regular file. The caller consumes or destroys it. */
+  openRead(p: Buffer): Promise<{ stream: Readable; size: number }>;
+  /**
+   * Writes a whole file durably: to a temporary name, fsync, then rename over `p`.
+   * With `exclusive`, fails with EEXIST when `p` exists (used for the lock).
+   */
+  writeFile(p: Buffer, data: Buffer | Readable, opts?: { exclusive?: boolean; mode?: number }): Promise<void>;
+  /**
+   * Copies a local file into the store at `p` (which must not exist), then applies `meta`.
+   * Not fsynced one by one: the engine calls sync() once before it publishes.
+   * Returns the checksum when `hash` is given.
+   */
+  putFile(p: Buffer, src: LocalSource, meta: FileMeta, hash?: HashAlgo): Promise<{ sum?: string }>;
+  mkdir(p: Buffer, mode: number): Promise<void>;
+  symlink(target: Buffer, p: Buffer): Promise<void>;
+  /** Hard link `existing` as `p`; does not follow symlinks. */
+  link(existing: Buffer, p: Buffer): Promise<void>;
+  /** Renames, replacing `to` when it is a file or symlink (atomic where caps.atomicRename). */
+  rename(from: Buffer, to: Buffer): Promise<void>;
+  /** Applies what `meta` holds; symlinks take only owner and times. */
+  setMeta(p: Buffer, meta: FileMeta, isSymlink?: boolean): Promise<void>;
+  unlink(p: Buffer): Promise<void>;
+  /** Removes a file or a whole tree; missing is fine. Never follows symlinks. */
+  remove(p: Buffer): Promise<void>;
+  statvfs(): Promise<{ freeBytes: number; freeInodes: number }>;
+  /** Makes everything written so far durable. */
+  sync(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export const b = (s: string): Buffer => Buffer.from(s);
