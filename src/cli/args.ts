@@ -1,0 +1,23 @@
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { usageError } from '../errors.js';
+
+export const COMMON = {
+  json: { type: 'boolean' },
+  debug: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/** parseArgs with usage errors that name the command and the way out. */
+export function parse<T extends NonNullable<ParseArgsConfig['options']>>(command: string, argv: string[], options: T, positionals = false) {
+  try {
+    return parseArgs({ args: argv, options: { ...COMMON, ...options }, allowPositionals: positionals, strict: true });
+  } catch (err) {
+    const msg = (err as Error).message.split('\n')[0]!.replace(/\. To specify a positional argument.*$/, '');
+    throw usageError(`bakker ${command}: ${msg}: see 'bakker ${command} --help'`);
+  }
+}
+
+export function requireOpt<V>(command: string, v: V | undefined, name: string, hint: string): V {
+  if (v === undefined || v === '') throw usageError(`bakker ${command}: ${name} is required: ${hint}`);
+  return v;
+}

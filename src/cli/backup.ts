@@ -1,0 +1,149 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { loadConfig, type Config } from '../config/config.js';
+import { newProgress } from '../engine/events.js';
+import { runBackup } from '../engine/backup/backup.js';
+import { usageError } from '../errors.js';
+import { createMatcher, parseExcludeFile, PatternError } from '../scan/exclude.js';
+import { openStore } from '../store/open.js';
+import { HASH_ALGOS, type HashAlgo } from '../util/hash.js';
+import { bytes, count, duration } from '../ui/format.js';
+import type { Output } from '../ui/output.js';
+import { parse } from './args.js';
+import { EXIT } from './exit-codes.js';
+
+export const help = `Usage: bakker backup [SOURCE...] --store DIR [options]
+       bakker backup -c CONFIG [--target NAME] [options]
+
+Makes a snapshot: a full tree where unchanged files are hard links to the previous
+snapshot's copies and changed or new files are new copies, with its impl manifest
+and its diff folder. The first run on a store copies everything.
+
+Options:
+  -s, --store DIR          the store (a local folder; created when missing)
+  -c, --config FILE        read sources, excludes and targets from a YAML config
+  -t, --target NAME        with -c: back up to this target only (default: all)
+  -e, --exclude PATTERN    leave out matching paths (repeatable; see docs/EXCLUDES.md)
+      --exclude-from FILE  read patterns from FILE, one per line, # comments
+  -x, --one-file-system    do not descend into other filesystems
+      --checksum ALGO      record md5, sha256 or blake3 of each new file (off by default)
+  -n, --dry-run            show what would be copied; write nothing
+      --json               JSON lines: events, then a summary object
+      --debug              show stack traces on errors
+
+Exit codes: 0 ok, 1 failed, 2 usage or config error, 3 done but some entries unreadable.
+
+Examples:
+  bakker backup /data /etc --store /backups/server1
+  bakker backup /srv --store /backups/server1 --exclude '*.tmp' --exclude /srv/cache/
+  bakker backup -c /etc/bakker/bakker.yaml
+  bakker backup /data --store /backups/server1 --dry-run`;
+
+const OPTIONS = {
+  store: { type: 'string', short: 's' },
+  config: { type: 'string', short: 'c' },
+  target: { type: 'string', short: 't' },
+  exclude: { type: 'string', short: 'e', multiple: true },
+  'exclude-from': { type: 'string', multiple: true },
+  'one-file-system': { type: 'boolean', short: 'x' },
+  checksum: { type: 'string' },
+  'dry-run': { type: 'boolean', short: 'n' },
+  job: { type: 'string' },
+} as const;
+
+interface Plan {
+  sources: string[];
+  stores: { name: string; store: string }[];
+  exclude: string[];
+  oneFileSystem: boolean;
+  checksum: HashAlgo | undefined;
+  job: string | undefined;
+}
+
+function readExcludeFile(file: string): string[] {
+  try {
+    return parseExcludeFile(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw usageError(`cannot read exclude file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}: check --exclude-from`);
+  }
+}
+
+export function planBackup(argv: string[]): Plan {
+  const { values: v, positionals } = parse('backup', argv, OPTIONS, true);
+  let config: Config | undefined;
+  const configFile = v.config ?? (!v.store && positionals.length === 0 && fs.existsSync('/etc/bakker/bakker.yaml') ? '/etc/bakker/bakker.yaml' : undefined);
+  if (configFile) config = loadConfig(configFile);
+  const sources = positionals.length > 0 ? positionals.map((p) => path.resolve(p)) : (config?.sources ?? []);
+  if (sources.length === 0) throw usageError(`bakker backup: no sources: name folders to back up, or give -c CONFIG: see 'bakker backup --help'`);
+  let stores: Plan['stores'];
+  if (v.store) stores = [{ name: 'store', store: v.store }];
+  else if (config) {
+    stores = config.targets.filter((t) => !v.target || t.name === v.target);
+    if (stores.length === 0) throw usageError(`bakker backup: no target "${v.target}" in ${config.file} (targets: ${config.targets.map((t) => t.name).join(', ')})`);
+  } else throw usageError(`bakker backup: --store is required (or -c CONFIG): for example --store /backups/$(hostname)`);
+  if (v.target && !config) throw usageError('bakker backup: --target needs -c CONFIG');
+  const exclude = [...(config?.exclude ?? []), ...(v.exclude ?? [])];
+  for (const f of [...(config?.excludeFrom ?? []), ...(v['exclude-from'] ?? [])]) exclude.push(...readExcludeFile(f));
+  let checksum = config?.checksum;
+  if (v.checksum !== undefined) {
+    if (v.checksum === 'none') checksum = undefined;
+    else if (!(HASH_ALGOS as readonly string[]).includes(v.checksum)) throw usageError(`bakker backup: --checksum must be one of ${HASH_ALGOS.join(', ')}, none (got "${v.checksum}")`);
+    else checksum = v.checksum as HashAlgo;
+  }
+  for (const s of sources) {
+    try {
+      fs.lstatSync(s);
+    } catch (err) {
+      throw usageError(`bakker backup: source ${s} cannot be read (${(err as NodeJS.ErrnoException).code}): check the path`);
+    }
+  }
+  return { sources, stores, exclude, oneFileSystem: v['one-file-system'] ?? config?.oneFileSystem ?? false, checksum, job: v.job ?? config?.job };
+}
+
+export async function run(argv: string[], out: Output, signal: AbortSignal): Promise<number> {
+  const { values } = parse('backup', argv, OPTIONS, true);
+  const plan = planBackup(argv);
+  let matcher;
+  try {
+    matcher = plan.exclude.length ? createMatcher(plan.exclude) : undefined;
+  } catch (err) {
+    if (err instanceof PatternError) throw usageError(`bakker backup: ${err.message}`);
+    throw err;
+  }
+  let code: number = EXIT.OK;
+  for (const target of plan.stores) {
+    const store = await openStore(target.store, { create: !values['dry-run'] });
+    const progress = newProgress();
+    out.startProgress(progress, 'backup');
+    try {
+      const r = await runBackup({
+        store,
+        sources: plan.sources.map((p) => ({ path: p })),
+        exclude: matcher,
+        oneFileSystem: plan.oneFileSystem,
+        checksum: plan.checksum,
+        dryRun: values['dry-run'] === true,
+        job: plan.job,
+        emit: out.emit,
+        progress,
+        signal,
+      });
+      out.stopProgress();
+      const s = r.summary;
+      out.summary({ command: 'backup', target: target.name, store: store.url, dryRun: r.dryRun, ...s });
+      if (r.dryRun) {
+        out.line(`dry run: snapshot ${s.snapshot} would copy ${count(s.added + s.changed)} files (${bytes(s.bytesCopied)}), link ${count(s.unchanged)}; ${count(s.removed)} entries gone since ${s.previous ?? 'nothing'}`);
+      } else {
+        out.line(`snapshot ${s.snapshot} on ${store.url}${s.previous ? ` (previous ${s.previous})` : ' (first, full)'}`);
+        out.line(`  ${count(s.entries)} entries: ${count(s.added)} new, ${count(s.changed)} changed, ${count(s.unchanged)} unchanged, ${count(s.removed)} removed`);
+        out.line(`  copied ${count(s.copied)} files (${bytes(s.bytesCopied)}), linked ${count(s.linked)} (${bytes(s.bytesLinked)}), in ${duration(s.durationMs)}`);
+        if (s.unreadable) out.line(`  ${count(s.unreadable)} entries could not be read (see warnings): exit code 3`);
+      }
+      if (s.unreadable > 0) code = EXIT.PARTIAL;
+    } finally {
+      out.stopProgress();
+      await store.close();
+    }
+  }
+  return code;
+}

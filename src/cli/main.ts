@@ -1,0 +1,81 @@
+import { BakkerError, errMessage } from '../errors.js';
+import { Output } from '../ui/output.js';
+import * as backup from './backup.js';
+import * as diff from './diff.js';
+import * as list from './list.js';
+import * as restore from './restore.js';
+import * as verify from './verify.js';
+import { EXIT, exitCodeOf } from './exit-codes.js';
+
+interface Command {
+  help: string;
+  run(argv: string[], out: Output, signal: AbortSignal): Promise<number>;
+}
+
+const COMMANDS: Record<string, Command> = { backup, list, diff, restore, verify };
+
+const USAGE = `Usage: bakker COMMAND [options]
+
+Reverse-incremental hard-link snapshots of a Linux server.
+
+Commands:
+  backup    make a snapshot (first run full, then incremental)
+  list      list the snapshots on a store
+  diff      show what changed between two snapshots
+  restore   restore a snapshot, or part of it, into a folder
+  verify    check snapshots against their impls
+  help      show help for a command
+
+Run 'bakker COMMAND --help' for a command's options and examples.`;
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h') {
+    process.stdout.write(USAGE + '\n');
+    return name ? EXIT.OK : EXIT.USAGE;
+  }
+  if (name === '--version') {
+    process.stdout.write('bakker 0.1.0\n');
+    return EXIT.OK;
+  }
+  if (name === 'help') {
+    const c = rest[0] ? COMMANDS[rest[0]] : undefined;
+    process.stdout.write((c ? c.help : USAGE) + '\n');
+    return EXIT.OK;
+  }
+  const cmd = COMMANDS[name];
+  if (!cmd) {
+    process.stderr.write(`bakker: unknown command "${name}": run 'bakker --help' for the list\n`);
+    return EXIT.USAGE;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(cmd.help + '\n');
+    return EXIT.OK;
+  }
+  const json = rest.includes('--json');
+  const debug = rest.includes('--debug');
+  const out = new Output(json);
+  const ac = new AbortController();
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (++signals > 1) process.exit(130);
+    process.stderr.write(`\nbakker: ${sig}: stopping; a second ${sig} exits at once\n`);
+    ac.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    return await cmd.run(rest, out, ac.signal);
+  } catch (err) {
+    out.stopProgress();
+    const code = exitCodeOf(err);
+    const message = err instanceof BakkerError ? err.message : `unexpected error: ${errMessage(err)}`;
+    if (json) process.stdout.write(JSON.stringify({ event: 'error', code: err instanceof BakkerError ? err.code : 'INTERNAL', message, exitCode: code }) + '\n');
+    process.stderr.write(`${message.startsWith('bakker ') ? '' : 'bakker: '}${message}\n`);
+    if (debug || !(err instanceof BakkerError)) process.stderr.write(`${(err as Error)?.stack ?? ''}\n`);
+    return code;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}

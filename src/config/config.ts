@@ -1,0 +1,151 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { LineCounter, parseDocument, isMap, isSeq, isScalar, type Node, type Document } from 'yaml';
+import { configError } from '../errors.js';
+import { HASH_ALGOS, type HashAlgo } from '../util/hash.js';
+import { compilePattern, PatternError } from '../scan/exclude.js';
+
+/** The validated config (docs/CONFIG.md). */
+export interface Config {
+  file: string;
+  job: string | undefined;
+  sources: string[];
+  exclude: string[];
+  excludeFrom: string[];
+  oneFileSystem: boolean;
+  checksum: HashAlgo | undefined;
+  targets: TargetConfig[];
+}
+
+export interface TargetConfig {
+  name: string;
+  store: string;
+}
+
+type Where = (string | number)[];
+
+class Checker {
+  constructor(
+    private readonly file: string,
+    private readonly doc: Document,
+    private readonly lines: LineCounter,
+  ) {}
+
+  fail(where: Where, msg: string): never {
+    const node = where.length ? (this.doc.getIn(where, true) as Node | undefined) : undefined;
+    const range = node && 'range' in node ? node.range : undefined;
+    let at = this.file;
+    if (range) at += `:${this.lines.linePos(range[0]).line}`;
+    const key = where.length ? `${where.join('.')}: ` : '';
+    throw configError(`${at}: ${key}${msg}`, this.file);
+  }
+
+  keys(where: Where, v: unknown, known: string[]): Record<string, unknown> {
+    if (!v || typeof v !== 'object' || Array.isArray(v)) this.fail(where, 'expected a mapping (key: value lines)');
+    const o = v as Record<string, unknown>;
+    for (const k of Object.keys(o)) {
+      if (!known.includes(k)) this.failKey([...where, k], `"${k}" is not a known setting here (known: ${known.join(', ')})`);
+    }
+    return o;
+  }
+
+  private failKey(where: Where, msg: string): never {
+    // point at the key itself (the value may be empty)
+    const parentNode = this.doc.getIn(where.slice(0, -1), true) as Node | undefined;
+    let line: number | undefined;
+    if (parentNode && isMap(parentNode)) {
+      const pair = parentNode.items.find((p) => isScalar(p.key) && p.key.value === where[where.length - 1]);
+      const r = pair && isScalar(pair.key) ? pair.key.range : undefined;
+      if (r) line = this.lines.linePos(r[0]).line;
+    }
+    throw configError(`${this.file}${line ? `:${line}` : ''}: ${msg}`, this.file);
+  }
+
+  str(where: Where, v: unknown, what: string): string {
+    if (typeof v !== 'string' || v.trim() === '') this.fail(where, `expected ${what}, got ${describe(v)}`);
+    return v;
+  }
+
+  bool(where: Where, v: unknown): boolean {
+    if (typeof v !== 'boolean') this.fail(where, `expected true or false, got ${describe(v)}`);
+    return v;
+  }
+
+  strList(where: Where, v: unknown, what: string): string[] {
+    if (v === undefined || v === null) return [];
+    if (typeof v === 'string') return [this.str(where, v, what)];
+    if (!Array.isArray(v)) this.fail(where, `expected a list of ${what}s, got ${describe(v)}`);
+    return v.map((x, i) => this.str([...where, i], x, what));
+  }
+}
+
+function describe(v: unknown): string {
+  if (v === null || v === undefined) return 'nothing';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  return `${typeof v} ${JSON.stringify(v)}`;
+}
+
+const TOP = ['job', 'sources', 'exclude', 'exclude_from', 'one_file_system', 'checksum', 'targets'];
+const TARGET = ['store'];
+
+export function parseConfig(text: string, file: string): Config {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    const e = doc.errors[0]!;
+    const line = e.linePos?.[0]?.line;
+    throw configError(`${file}${line ? `:${line}` : ''}: not valid YAML: ${e.message.split('\n')[0]}`, file);
+  }
+  const c = new Checker(file, doc, lines);
+  const raw = doc.toJS() as unknown;
+  if (raw === null || raw === undefined) throw configError(`${file}: the file is empty: it needs at least sources and targets`, file);
+  const o = c.keys([], raw, TOP);
+
+  const job = o.job === undefined ? undefined : c.str(['job'], o.job, 'a job name');
+  if (job !== undefined && !/^[A-Za-z0-9._-]+$/.test(job)) c.fail(['job'], 'use only letters, digits, ".", "_" and "-"');
+  if (o.sources === undefined) c.fail([], 'missing "sources": list the absolute paths to back up');
+  const sources = c.strList(['sources'], o.sources, 'absolute path');
+  if (sources.length === 0) c.fail(['sources'], 'expected at least one absolute path');
+  sources.forEach((s, i) => {
+    if (!path.isAbsolute(s)) c.fail(['sources', i], `"${s}" is not absolute: write it from / (for example /${s.replace(/^\.?\/*/, '')})`);
+  });
+  const exclude = c.strList(['exclude'], o.exclude, 'pattern');
+  exclude.forEach((p, i) => {
+    try {
+      compilePattern(p);
+    } catch (err) {
+      if (err instanceof PatternError) c.fail(['exclude', i], err.message);
+      throw err;
+    }
+  });
+  const excludeFrom = c.strList(['exclude_from'], o.exclude_from, 'file path');
+  const oneFileSystem = o.one_file_system === undefined ? false : c.bool(['one_file_system'], o.one_file_system);
+  let checksum: HashAlgo | undefined;
+  if (o.checksum !== undefined && o.checksum !== 'none' && o.checksum !== false) {
+    const v = c.str(['checksum'], o.checksum, `one of ${HASH_ALGOS.join(', ')}, none`);
+    if (!(HASH_ALGOS as readonly string[]).includes(v)) c.fail(['checksum'], `expected one of ${HASH_ALGOS.join(', ')}, none; got "${v}"`);
+    checksum = v as HashAlgo;
+  }
+  if (o.targets === undefined) c.fail([], 'missing "targets": name at least one, for example targets: {local: {store: /backups/server1}}');
+  const tmap = c.keys(['targets'], o.targets, Object.keys((o.targets ?? {}) as object));
+  const targets: TargetConfig[] = [];
+  for (const [name, v] of Object.entries(tmap)) {
+    if (!/^[A-Za-z0-9._-]+$/.test(name)) c.fail(['targets', name], 'a target name may use only letters, digits, ".", "_" and "-"');
+    const t = c.keys(['targets', name], v, TARGET);
+    if (t.store === undefined) c.fail(['targets', name], 'missing "store": a folder path (sftp:// addresses come with the SFTP store)');
+    targets.push({ name, store: c.str(['targets', name, 'store'], t.store, 'a folder path') });
+  }
+  if (targets.length === 0) c.fail(['targets'], 'expected at least one target');
+  return { file, job, sources, exclude, excludeFrom, oneFileSystem, checksum, targets };
+}
+
+export function loadConfig(file: string): Config {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw configError(`cannot read config ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}: check the -c path`, file);
+  }
+  return parseConfig(text, file);
+}
