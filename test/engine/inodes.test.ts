@@ -1,0 +1,87 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { bakker } from '../helpers/cli.js';
+import { build, requireTool, rmrf, sh, tempDir } from '../helpers/tree.js';
+
+let work: string;
+let src: string;
+let store: string;
+let s1: string;
+let s2: string;
+
+function listFiles(root: string, rel = ''): string[] {
+  const out: string[] = [];
+  for (const n of fs.readdirSync(path.join(root, rel)).sort()) {
+    const r = rel ? `${rel}/${n}` : n;
+    const st = fs.lstatSync(path.join(root, r));
+    if (st.isDirectory()) out.push(...listFiles(root, r));
+    else out.push(r);
+  }
+  return out;
+}
+
+before(() => {
+  requireTool('setfacl');
+  work = tempDir();
+  src = path.join(work, 'src');
+  store = path.join(work, 'store');
+  build(src, [
+    { file: 'same.txt', content: 'same' },
+    { file: 'edit.txt', content: 'v1' },
+    { file: 'chmod.txt', content: 'mode', mode: 0o644 },
+    { file: 'chown.txt', content: 'owner' },
+    { file: 'acl.txt', content: 'acl' },
+    { file: 'gone.txt', content: 'bye' },
+    { file: 'deep/er/same.bin', content: Buffer.alloc(5000, 1) },
+    { symlink: 'link', target: 'same.txt' },
+  ]);
+  assert.equal(bakker(['backup', src, '--store', store]).code, 0);
+  s1 = fs.readlinkSync(path.join(store, 'latest'));
+  fs.writeFileSync(path.join(src, 'edit.txt'), 'v2');
+  fs.chmodSync(path.join(src, 'chmod.txt'), 0o600);
+  fs.chownSync(path.join(src, 'chown.txt'), 1000, 1000);
+  sh('setfacl', ['-m', 'u:1000:r--', path.join(src, 'acl.txt')]);
+  fs.rmSync(path.join(src, 'gone.txt'));
+  fs.writeFileSync(path.join(src, 'new.txt'), 'new');
+  const r = bakker(['backup', src, '--store', store]);
+  assert.equal(r.code, 0, r.stderr);
+  s2 = fs.readlinkSync(path.join(store, 'latest'));
+  assert.notEqual(s1, s2);
+});
+
+after(() => rmrf(work));
+
+const ino = (snap: string, f: string) => fs.lstatSync(path.join(store, snap, src, f)).ino;
+
+test('unchanged entries share one inode across snapshots', () => {
+  for (const f of ['same.txt', 'deep/er/same.bin', 'link', 'acl.txt']) assert.equal(ino(s1, f), ino(s2, f), f);
+});
+
+test('changed, chmod-ed, chown-ed and new files get their own inode; the old one is untouched', () => {
+  for (const f of ['edit.txt', 'chmod.txt', 'chown.txt']) assert.notEqual(ino(s1, f), ino(s2, f), f);
+  const old = fs.statSync(path.join(store, s1, src, 'chmod.txt'));
+  assert.equal(old.mode & 0o777, 0o644, 'the older snapshot keeps its mode');
+  assert.equal(fs.statSync(path.join(store, s1, src, 'chown.txt')).uid, 0);
+  assert.equal(fs.readFileSync(path.join(store, s1, src, 'edit.txt'), 'utf8'), 'v1');
+  assert.equal(fs.readFileSync(path.join(store, s2, src, 'edit.txt'), 'utf8'), 'v2');
+  assert.ok(!fs.existsSync(path.join(store, s2, src, 'gone.txt')));
+  assert.ok(fs.existsSync(path.join(store, s1, src, 'gone.txt')));
+});
+
+test('the diff folder holds exactly the new content, as hard links', () => {
+  const diff = path.join(store, `${s2}.diff`, src);
+  assert.deepEqual(listFiles(diff), ['chmod.txt', 'chown.txt', 'edit.txt', 'new.txt']);
+  for (const f of listFiles(diff)) assert.equal(fs.lstatSync(path.join(diff, f)).ino, ino(s2, f));
+  assert.deepEqual(listFiles(path.join(store, `${s1}.diff`, src)), listFiles(path.join(store, s1, src)));
+});
+
+test('deleting an older snapshot folder leaves the newer one whole', () => {
+  fs.rmSync(path.join(store, s1), { recursive: true });
+  fs.rmSync(path.join(store, `${s1}.impl`));
+  fs.rmSync(path.join(store, `${s1}.diff`), { recursive: true });
+  const r = bakker(['verify', '--store', store, '--snapshot', 'all']);
+  assert.equal(r.code, 0, r.stdout);
+  assert.equal(fs.readFileSync(path.join(store, 'latest', src, 'same.txt'), 'utf8'), 'same');
+});
