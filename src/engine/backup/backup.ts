@@ -13,6 +13,7 @@ import type { HashAlgo } from '../../util/hash.js';
 import { newProgress, noEmit, type Emit, type Progress } from '../events.js';
 import { acquireLock, diffPath, implPath, initStore, listStore, mkdirIfMissing, RUN_DIR, setLatest, treePath } from '../layout.js';
 import { nextSnapshotName } from '../naming.js';
+import { faultPoint } from '../fault.js';
 import { cleanupIncomplete } from './cleanup.js';
 import { OrderedQueue } from './ordered-queue.js';
 import { StoreWriter } from './store-writer.js';
@@ -184,6 +185,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
         continue;
       }
       if ((++progress.entries & 1023) === 0) checkAbort(opts.signal);
+      if (progress.entries === 500) faultPoint('mid-walk');
       const e = item.entry;
       progress.current = e.path;
       const prev = await prevImpl.find(e.path, () => counts.removed++);
@@ -261,13 +263,17 @@ function storeFailure(store: Store, err: unknown): unknown {
 
 /** Makes the run durable, then publishes: tree, diff, impl (the commit point), summary, latest. */
 async function publish(store: Store, runDir: Buffer, name: string, summary: SnapshotSummary): Promise<void> {
+  faultPoint('before-publish');
   await store.sync();
   await store.rename(join(runDir, 'tree'), treePath(name));
+  faultPoint('after-tree-rename');
   await store.rename(join(runDir, 'diff'), diffPath(name));
   await store.rename(join(runDir, 'impl'), implPath(name));
+  faultPoint('after-impl-rename');
   await store.sync();
   await writeSummary(store, summary).catch(() => undefined);
   await setLatest(store, name);
+  faultPoint('after-latest');
   await store.remove(runDir);
 }
 

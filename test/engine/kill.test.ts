@@ -1,0 +1,92 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { bakker, bakkerAsync, jsonLines } from '../helpers/cli.js';
+import { build, rmrf, tempDir, type Spec } from '../helpers/tree.js';
+
+/**
+ * SIGKILL at many points of a run: earlier snapshots and `latest` must stay intact, and the
+ * next run must complete (taking over the dead run's lock, clearing its leftovers) and verify.
+ */
+let work: string;
+let src: string;
+let store: string;
+
+before(() => {
+  work = tempDir();
+  src = path.join(work, 'src');
+  store = path.join(work, 'store');
+  const specs: Spec[] = [];
+  for (let i = 0; i < 1500; i++) specs.push({ file: `d${i % 30}/f${i}`, content: `content ${i} `.repeat(200) });
+  specs.push({ file: 'big1', content: Buffer.alloc(24 << 20, 1) });
+  build(src, specs);
+  const r = bakker(['backup', src, '--store', store, '--checksum', 'sha256']);
+  assert.equal(r.code, 0, r.stderr);
+});
+
+after(() => rmrf(work));
+
+function state(): { complete: string[]; latest: string } {
+  const complete = jsonLines(bakker(['list', '--store', store, '--json']).stdout)
+    .filter((e) => e.event === 'snapshot')
+    .map((e) => e.name as string);
+  return { complete, latest: fs.readlinkSync(path.join(store, 'latest')) };
+}
+
+function mutate(i: number): void {
+  fs.writeFileSync(path.join(src, `d${i % 30}/f${i}`), `mutated ${Date.now()}`);
+  fs.writeFileSync(path.join(src, `big${i % 3 === 0 ? 2 : 3}`), Buffer.alloc(12 << 20, i));
+}
+
+function assertIntact(before: { complete: string[]; latest: string }): void {
+  const now = state();
+  for (const name of before.complete) assert.ok(now.complete.includes(name), `snapshot ${name} survived`);
+  assert.ok(now.complete.includes(now.latest), `latest -> ${now.latest} is a complete snapshot`);
+  const v = bakker(['verify', '--store', store, '--snapshot', 'all', '--no-read-data']);
+  assert.equal(v.code, 0, v.stdout + v.stderr);
+}
+
+for (const point of ['mid-walk', 'before-publish', 'after-tree-rename', 'after-impl-rename', 'after-latest']) {
+  test(`SIGKILL at ${point} leaves earlier snapshots intact and the next run completes`, () => {
+    mutate(point.length);
+    const prior = state();
+    const killed = bakker(['backup', src, '--store', store, '--checksum', 'sha256'], { env: { BAKKER_FAULT: point } });
+    assert.equal(killed.code, -1, 'the run was killed');
+    assertIntact(prior);
+    const again = bakker(['backup', src, '--store', store, '--checksum', 'sha256']);
+    assert.equal(again.code, 0, again.stderr);
+    assertIntact(prior);
+    assert.deepEqual(fs.readdirSync(path.join(store, '.bakker/run')), []);
+    assert.ok(!fs.existsSync(path.join(store, '.bakker/lock')));
+  });
+}
+
+for (const delayMs of [40, 120, 250, 400, 700]) {
+  test(`SIGKILL after ${delayMs} ms of a run`, async () => {
+    mutate(delayMs);
+    const prior = state();
+    const child = bakkerAsync(['backup', src, '--store', store, '--checksum', 'sha256']);
+    const exited = new Promise((r) => child.on('exit', r));
+    await new Promise((r) => setTimeout(r, delayMs));
+    child.kill('SIGKILL');
+    await exited;
+    assertIntact(prior);
+    const again = bakker(['backup', src, '--store', store]);
+    assert.equal(again.code, 0, again.stderr);
+    assertIntact(prior);
+  });
+}
+
+test('every snapshot left after the kills verifies, contents included', () => {
+  const v = bakker(['verify', '--store', store, '--snapshot', 'all']);
+  assert.equal(v.code, 0, v.stdout + v.stderr);
+});
+
+test('a second run while one holds the lock is refused with a clear message', async () => {
+  fs.writeFileSync(path.join(store, '.bakker/lock'), JSON.stringify({ pid: process.pid, host: (await import('node:os')).hostname(), started: 'now', procStart: null }));
+  const r = bakker(['backup', src, '--store', store]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /is in use by bakker PID \d+ .*remove .*\.bakker\/lock/);
+  fs.rmSync(path.join(store, '.bakker/lock'));
+});
