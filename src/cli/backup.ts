@@ -112,7 +112,7 @@ export async function run(argv: string[], out: Output, signal: AbortSignal): Pro
   }
   let code: number = EXIT.OK;
   for (const target of plan.stores) {
-    const store = await openStore(target.store, { create: !values['dry-run'] });
+    const store = await openStore(target.store, values['dry-run'] ? { mayBeMissing: true } : { create: true });
     const progress = newProgress();
     out.startProgress(progress, 'backup');
     try {

@@ -8,7 +8,7 @@ import type { Store } from './store.js';
  * Opens a store from its address: a folder path (absolute or relative) or file:///path.
  * (sftp://user@host[:port]/path arrives with the SFTP store.)
  */
-export async function openStore(address: string, opts: { create?: boolean } = {}): Promise<Store> {
+export async function openStore(address: string, opts: { create?: boolean; mayBeMissing?: boolean } = {}): Promise<Store> {
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(address) && !address.startsWith('file://')) {
     const scheme = address.slice(0, address.indexOf(':'));
     throw new BakkerError('USAGE', `store address ${address}: the ${scheme}:// scheme is not supported yet: give a local folder`);
@@ -21,6 +21,7 @@ export async function openStore(address: string, opts: { create?: boolean } = {}
     st = undefined;
   }
   if (!st) {
+    if (opts.mayBeMissing) return new LocalStore(dir);
     if (!opts.create) throw new BakkerError('STORE', `store ${dir} does not exist: check --store, or run a backup to create it`);
     try {
       fs.mkdirSync(dir, { recursive: true, mode: 0o700 });

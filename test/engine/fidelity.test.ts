@@ -16,7 +16,7 @@ let store: string;
 const latin1Name = Buffer.concat([Buffer.from('caf'), Buffer.from([0xe9]), Buffer.from('-latin1')]);
 
 before(() => {
-  for (const t of ['rsync', 'getfacl', 'setfacl', 'setfattr', 'setcap', 'python3', 'mknod']) requireTool(t);
+  for (const t of ['rsync', 'getfacl', 'setfacl', 'setfattr', 'setcap', 'getfattr', 'mknod']) requireTool(t);
   work = tempDir();
   src = path.join(work, 'src');
   store = path.join(work, 'store');
@@ -52,7 +52,8 @@ before(() => {
   ]);
   sh('mknod', [path.join(src, 'devnull'), 'c', '1', '3']);
   sh('mknod', [path.join(src, 'blockdev'), 'b', '7', '200']);
-  sh('python3', ['-c', 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])', path.join(src, 'sock')]);
+  // a unix socket file: listen, then exit without closing so the file stays
+  sh(process.execPath, ['-e', 'require("net").createServer().listen(process.argv[1], () => process.exit(0))', path.join(src, 'sock')]);
   sh('setfacl', ['-m', 'u:1000:r--,g:1000:rw-', path.join(src, 'acl/file')]);
   sh('setfacl', ['-m', 'u:1000:rwx', '-d', '-m', 'u:1000:r-x,g::r-x', path.join(src, 'acl/dir')]);
   sh('setfattr', ['-n', 'user.comment', '-v', 'hello world', path.join(src, 'xattr/file')]);

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs everything the test suite and the benchmark need on a fresh Debian 12 with Node 20,
+# then the npm dependencies (which builds the native helper and the TypeScript).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PKGS=(rsync acl attr libcap2-bin restic build-essential python3 util-linux)
+missing=()
+for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+npm ci --no-audit --no-fund

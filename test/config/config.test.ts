@@ -1,0 +1,96 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseConfig } from '../../src/config/config.js';
+import { bakker } from '../helpers/cli.js';
+import { rmrf, tempDir } from '../helpers/tree.js';
+
+const good = `# bakker config
+job: server1
+sources:
+  - /data
+  - /etc
+exclude: ["*.tmp", /data/cache/]
+one_file_system: true
+checksum: sha256
+targets:
+  local:
+    store: /backups/server1
+`;
+
+test('a good config loads with every field', () => {
+  const c = parseConfig(good, 'bakker.yaml');
+  assert.deepEqual(c.sources, ['/data', '/etc']);
+  assert.deepEqual(c.exclude, ['*.tmp', '/data/cache/']);
+  assert.equal(c.oneFileSystem, true);
+  assert.equal(c.checksum, 'sha256');
+  assert.deepEqual(c.targets, [{ name: 'local', store: '/backups/server1' }]);
+});
+
+test('bad configs name the file, the line, the key and what is expected', () => {
+  const table: [string, RegExp][] = [
+    [good.replace('job: server1', 'jobb: server1'), /^bakker\.yaml:2: "jobb" is not a known setting here \(known: job, sources/],
+    [good.replace('checksum: sha256', 'checksum: sha1'), /^bakker\.yaml:8: checksum: expected one of md5, sha256, blake3, none; got "sha1"/],
+    [good.replace('one_file_system: true', 'one_file_system: yes please'), /^bakker\.yaml:7: one_file_system: expected true or false, got string "yes please"/],
+    [good.replace('  - /etc', '  - etc'), /^bakker\.yaml:5: sources\.1: "etc" is not absolute/],
+    [good.replace('    store: /backups/server1', '    stor: /backups/server1'), /^bakker\.yaml:11: "stor" is not a known setting here \(known: store\)/],
+    [good.replace('    store: /backups/server1', '    store: 42'), /^bakker\.yaml:11: targets\.local\.store: expected a folder path, got number 42/],
+    [good.replace('exclude: ["*.tmp", /data/cache/]', 'exclude: ["[oops"]'), /^bakker\.yaml:6: exclude\.0: exclude pattern "\[oops" has an unclosed \[/],
+    [good.replace(/targets:[\s\S]*/, ''), /^bakker\.yaml: missing "targets"/],
+    ['sources: [/a]\ntargets: {a: {store: /b}}\nsources: [/c]\n', /^bakker\.yaml:3: not valid YAML: Map keys must be unique/],
+    ['', /bakker\.yaml: the file is empty/],
+    ['- just\n- a list\n', /expected a mapping/],
+  ];
+  for (const [text, want] of table) {
+    assert.throws(() => parseConfig(text, 'bakker.yaml'), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'CONFIG');
+      assert.match(err.message, want);
+      return true;
+    });
+  }
+});
+
+test('the CLI reports a config error on one line with exit code 2', () => {
+  const dir = tempDir();
+  try {
+    const file = path.join(dir, 'bakker.yaml');
+    fs.writeFileSync(file, good.replace('checksum: sha256', 'checksum: crc'));
+    const r = bakker(['backup', '-c', file]);
+    assert.equal(r.code, 2);
+    assert.equal(r.stderr.trim().split('\n').length, 1);
+    assert.match(r.stderr, /bakker\.yaml:8: checksum: expected one of/);
+    const missing = bakker(['backup', '-c', path.join(dir, 'nope.yaml')]);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /cannot read config .*nope\.yaml: ENOENT: check the -c path/);
+  } finally {
+    rmrf(dir);
+  }
+});
+
+test('a config drives a real backup to each named target', () => {
+  const dir = tempDir();
+  try {
+    fs.mkdirSync(path.join(dir, 'data/cache'), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'data/keep.txt'), 'k');
+    fs.writeFileSync(path.join(dir, 'data/drop.tmp'), 'd');
+    fs.writeFileSync(path.join(dir, 'data/cache/x'), 'c');
+    const file = path.join(dir, 'bakker.yaml');
+    fs.writeFileSync(file, `sources: [${dir}/data]\nexclude: ["*.tmp", ${dir}/data/cache/]\ntargets:\n  a: {store: ${dir}/sa}\n  b: {store: ${dir}/sb}\n`);
+    const r = bakker(['backup', '-c', file]);
+    assert.equal(r.code, 0, r.stderr);
+    for (const s of ['sa', 'sb']) {
+      const snap = path.join(dir, s, 'latest', dir, 'data');
+      assert.deepEqual(fs.readdirSync(snap).sort(), ['keep.txt']);
+    }
+    const only = bakker(['backup', '-c', file, '--target', 'b']);
+    assert.equal(only.code, 0, only.stderr);
+    assert.equal(fs.readdirSync(path.join(dir, 'sb')).filter((n) => n.endsWith('.impl')).length, 2);
+    assert.equal(fs.readdirSync(path.join(dir, 'sa')).filter((n) => n.endsWith('.impl')).length, 1);
+    const bad = bakker(['backup', '-c', file, '--target', 'zzz']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /no target "zzz" .*\(targets: a, b\)/);
+  } finally {
+    rmrf(dir);
+  }
+});

@@ -1,0 +1,157 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import type { Store } from '../../src/store/store.js';
+import { createHasher } from '../../src/util/hash.js';
+
+const b = (s: string) => Buffer.from(s);
+
+async function text(store: Store, p: string): Promise<string> {
+  const { stream } = await store.openRead(b(p));
+  let s = '';
+  for await (const c of stream) s += (c as Buffer).toString();
+  return s;
+}
+
+async function rejectsWith(p: Promise<unknown>, code: string): Promise<void> {
+  await assert.rejects(p, (err: NodeJS.ErrnoException) => {
+    assert.equal(err.code, code);
+    return true;
+  });
+}
+
+/**
+ * The contract every store implementation passes (see src/store/store.ts). `make` returns a
+ * store over a fresh, empty root, and a cleanup.
+ */
+export function storeConformance(name: string, make: () => Promise<{ store: Store; cleanup: () => Promise<void> }>): void {
+  const withStore = (title: string, fn: (s: Store) => Promise<void>) =>
+    test(`${name}: ${title}`, async () => {
+      const { store, cleanup } = await make();
+      try {
+        await fn(store);
+      } finally {
+        await store.close();
+        await cleanup();
+      }
+    });
+
+  withStore('stat of a missing path is null; reading it is ENOENT', async (s) => {
+    assert.equal(await s.stat(b('nope')), null);
+    await rejectsWith(s.readFile(b('nope')), 'ENOENT');
+    await rejectsWith(s.readdir(b('nope')), 'ENOENT');
+  });
+
+  withStore('mkdir, readdir, and EEXIST on a second mkdir', async (s) => {
+    await s.mkdir(b('d'), 0o700);
+    await s.mkdir(b('d/e'), 0o700);
+    await rejectsWith(s.mkdir(b('d'), 0o700), 'EEXIST');
+    assert.deepEqual((await s.readdir(b('d'))).map(String), ['e']);
+    assert.equal((await s.stat(b('d')))?.type, 'dir');
+  });
+
+  withStore('writeFile replaces atomically; exclusive refuses an existing file', async (s) => {
+    await s.writeFile(b('f'), Buffer.from('one'));
+    await s.writeFile(b('f'), Readable.from([Buffer.from('tw'), Buffer.from('o')]));
+    assert.equal(await text(s, 'f'), 'two');
+    assert.deepEqual((await s.readdir(b(''))).map(String), ['f'], 'no temporary file left');
+    await rejectsWith(s.writeFile(b('f'), Buffer.from('x'), { exclusive: true }), 'EEXIST');
+    await s.writeFile(b('g'), Buffer.from('x'), { exclusive: true });
+    assert.equal((await s.readFile(b('g'))).toString(), 'x');
+  });
+
+  withStore('putFile copies a local file with its metadata and checksum; names may be any bytes', async (s) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'conf-'));
+    try {
+      const local = path.join(dir, 'src');
+      const data = Buffer.alloc(300_000, 'q');
+      fs.writeFileSync(local, data);
+      const fd = fs.openSync(local, 'r');
+      const name = Buffer.concat([b('odd-'), Buffer.from([0xe9, 0x0a])]);
+      const mtime = 1700000000123456789n;
+      const res = await s.putFile(name, { fd, size: data.length, sparse: false }, { mode: 0o640, mtime }, 'sha256');
+      const res2 = await s.putFile(b('plain'), { fd, size: data.length, sparse: false }, { mode: 0o600, mtime });
+      await rejectsWith(s.putFile(b('plain'), { fd, size: data.length, sparse: false }, {}), 'EEXIST');
+      fs.closeSync(fd);
+      const h = createHasher('sha256');
+      h.update(data);
+      assert.equal(res.sum, h.digest());
+      assert.equal(res2.sum, undefined);
+      const st = await s.stat(name);
+      assert.equal(st?.size, data.length);
+      assert.equal(st?.mode, 0o640);
+      assert.equal(st?.mtime, s.caps.nsTimes ? mtime : (mtime / 1_000_000_000n) * 1_000_000_000n);
+      assert.equal((await s.readFile(name)).length, data.length);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  withStore('putFile keeps holes of a sparse file', async (s) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'conf-'));
+    try {
+      const local = path.join(dir, 'sparse');
+      const fd0 = fs.openSync(local, 'w');
+      fs.writeSync(fd0, 'start', 0);
+      fs.writeSync(fd0, 'end', 8 << 20);
+      fs.closeSync(fd0);
+      const fd = fs.openSync(local, 'r');
+      const size = fs.fstatSync(fd).size;
+      await s.putFile(b('sp'), { fd, size, sparse: true }, {}, 'md5');
+      fs.closeSync(fd);
+      assert.equal((await s.stat(b('sp')))?.size, size);
+      const data = await s.readFile(b('sp'));
+      assert.equal(data.subarray(0, 5).toString(), 'start');
+      assert.equal(data.subarray(8 << 20).toString(), 'end');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  withStore('link shares the inode; symlinks are never followed', async (s) => {
+    await s.writeFile(b('a'), Buffer.from('content'));
+    await s.link(b('a'), b('b'));
+    const [sa, sb] = [await s.stat(b('a')), await s.stat(b('b'))];
+    assert.equal(sa?.ino, sb?.ino);
+    assert.equal(sb?.nlink, 2);
+    await s.symlink(b('a'), b('l'));
+    assert.equal((await s.stat(b('l')))?.type, 'symlink');
+    assert.equal((await s.readlink(b('l'))).toString(), 'a');
+    await assert.rejects(s.openRead(b('l')));
+    await s.link(b('l'), b('l2'));
+    assert.equal((await s.stat(b('l2')))?.type, 'symlink', 'a link of a symlink is the symlink');
+    await rejectsWith(s.link(b('missing'), b('c')), 'ENOENT');
+  });
+
+  withStore('rename replaces a file; setMeta sets mode and times; remove is recursive', async (s) => {
+    await s.writeFile(b('x'), Buffer.from('1'));
+    await s.writeFile(b('y'), Buffer.from('2'));
+    await s.rename(b('x'), b('y'));
+    assert.equal((await s.readFile(b('y'))).toString(), '1');
+    assert.equal(await s.stat(b('x')), null);
+    await s.setMeta(b('y'), { mode: 0o604, mtime: 1600000000000000001n });
+    const st = await s.stat(b('y'));
+    assert.equal(st?.mode, 0o604);
+    assert.equal(st?.mtime, s.caps.nsTimes ? 1600000000000000001n : 1600000000000000000n);
+    await s.mkdir(b('t'), 0o700);
+    await s.mkdir(b('t/u'), 0o700);
+    await s.writeFile(b('t/u/f'), Buffer.from('f'));
+    await s.symlink(b('/etc'), b('t/etc-link'));
+    await s.remove(b('t'));
+    assert.equal(await s.stat(b('t')), null);
+    assert.ok(fs.existsSync('/etc/hostname') || fs.existsSync('/etc/passwd'), 'remove did not follow the symlink');
+    await s.remove(b('never-existed'));
+    await s.unlink(b('y'));
+    await rejectsWith(s.unlink(b('y')), 'ENOENT');
+  });
+
+  withStore('statvfs reports free bytes and inodes; sync works', async (s) => {
+    const v = await s.statvfs();
+    assert.ok(v.freeBytes > 0 && Number.isFinite(v.freeBytes));
+    assert.ok(v.freeInodes >= 0);
+    await s.sync();
+  });
+}
