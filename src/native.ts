@@ -11,6 +11,12 @@ export interface Native {
   utimens(p: Buffer, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
   mknod(p: Buffer, mode: number, dev: number): void;
   syncfs(p: Buffer | string): void;
+  /** Hard-links pairs ("from\0to\0"..., relative to `root`) on the thread pool; results[i] = 0 or errno. */
+  linkBatch(root: Buffer | string, pairs: Buffer, count: number, results: Int32Array): Promise<void>;
+  /** Whole-file copy on the thread pool; see COPY_FIELDS in the C source for the result layout. */
+  copyIn(src: Buffer, dest: Buffer, flags: number, mode: number, uid: number, gid: number, mtimeSec: number, mtimeNsec: number): Promise<Float64Array>;
+  /** One directory sorted and lstat'ed: [names "a\0b\0", SCAN_FIELDS doubles per entry]. */
+  scanDir(dir: Buffer): [Buffer, Float64Array];
 }
 
 function load(): Native {

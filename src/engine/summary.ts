@@ -26,6 +26,8 @@ export interface SnapshotSummary {
   unreadable: number;
   changing: number;
   warnings: number;
+  /** Where the time went: walking and copying, waiting for the last copies and the impl, publishing (sync and renames). */
+  phasesMs?: { walk: number; finish: number; publish: number };
 }
 
 const summaryPath = (name: string) => b(`.bakker/summary/${name}.json`);

@@ -6,6 +6,9 @@
  *   utimens(path, atS, atNs, mtS, mtNs)                                  (never follows symlinks)
  *   mknod(path, mode, dev)
  *   syncfs(path)               flushes the whole filesystem holding path
+ *   linkBatch(root, pairs, count, results)  many hard links off the main thread (see below)
+ *   copyIn(...)                one whole file copy off the main thread (see below)
+ *   scanDir(dir)               one directory, sorted and lstat'ed, in one call (see below)
  * Errors are thrown as Error objects with .code ("ENOENT", ...), .errno and .syscall.
  */
 #define _GNU_SOURCE
@@ -19,6 +22,8 @@
 #include <sys/types.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+#include <dirent.h>
+#include <limits.h>
 
 #define PATH_MAX_BYTES 8192
 
@@ -152,6 +157,336 @@ static napi_value do_syncfs(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * linkBatch(root, pairs, count, results) -> Promise<void>
+ * Hard-links `count` pairs on the libuv thread pool, so the caller's thread keeps walking.
+ * `pairs` holds "from\0to\0" for each pair, both relative to the directory `root`;
+ * results[i] receives 0 or the errno of pair i. The caller must not touch `pairs` or
+ * `results` until the promise settles (both are referenced until then).
+ */
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref pairs_ref, results_ref;
+  char root[PATH_MAX_BYTES];
+  const char *pairs;
+  size_t pairs_len;
+  int32_t *results;
+  uint32_t count;
+  int open_errno;
+} link_batch_t;
+
+/* An open directory, reused while consecutive pairs stay in it (saves a path walk per link). */
+typedef struct { int fd; size_t len; char path[PATH_MAX_BYTES]; } dir_cache_t;
+
+static int cached_dir(int root, dir_cache_t *c, const char *p, size_t len) {
+  if (len == 0) return root;
+  if (c->fd >= 0 && c->len == len && memcmp(c->path, p, len) == 0) return c->fd;
+  if (c->fd >= 0) close(c->fd);
+  c->fd = -1;
+  if (len >= sizeof c->path) { errno = ENAMETOOLONG; return -1; }
+  memcpy(c->path, p, len); c->path[len] = 0; c->len = len;
+  c->fd = openat(root, c->path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  return c->fd;
+}
+
+static int link_one(int root, dir_cache_t *from_dir, dir_cache_t *to_dir, const char *from, const char *to) {
+  const char *fs = strrchr(from, '/'), *ts = strrchr(to, '/');
+  int fd = cached_dir(root, from_dir, from, fs ? (size_t)(fs - from) : 0);
+  if (fd < 0) return errno;
+  int td = cached_dir(root, to_dir, to, ts ? (size_t)(ts - to) : 0);
+  if (td < 0) return errno;
+  return linkat(fd, fs ? fs + 1 : from, td, ts ? ts + 1 : to, 0) == 0 ? 0 : errno;
+}
+
+static void link_batch_execute(napi_env env, void *data) {
+  (void)env;
+  link_batch_t *b = data;
+  int dfd = open(b->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) { b->open_errno = errno; return; }
+  dir_cache_t *from_dir = malloc(sizeof *from_dir), *to_dir = malloc(sizeof *to_dir);
+  from_dir->fd = to_dir->fd = -1;
+  const char *p = b->pairs, *end = b->pairs + b->pairs_len;
+  for (uint32_t i = 0; i < b->count; i++) {
+    const char *from = p;
+    const char *to = memchr(from, 0, end - from);
+    if (!to) { b->results[i] = EINVAL; break; }
+    to++;
+    const char *next = memchr(to, 0, end - to);
+    if (!next) { b->results[i] = EINVAL; break; }
+    b->results[i] = link_one(dfd, from_dir, to_dir, from, to);
+    p = next + 1;
+  }
+  if (from_dir->fd >= 0) close(from_dir->fd);
+  if (to_dir->fd >= 0) close(to_dir->fd);
+  free(from_dir); free(to_dir);
+  close(dfd);
+}
+
+static void link_batch_complete(napi_env env, napi_status status, void *data) {
+  link_batch_t *b = data;
+  napi_value undef;
+  napi_get_undefined(env, &undef);
+  if (b->open_errno) {
+    napi_value msg, err;
+    napi_create_string_utf8(env, strerror(b->open_errno), NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &err);
+    napi_reject_deferred(env, b->deferred, err);
+  } else if (status != napi_ok) {
+    napi_value msg, err;
+    napi_create_string_utf8(env, "linkBatch failed", NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &err);
+    napi_reject_deferred(env, b->deferred, err);
+  } else {
+    napi_resolve_deferred(env, b->deferred, undef);
+  }
+  napi_delete_reference(env, b->pairs_ref);
+  napi_delete_reference(env, b->results_ref);
+  napi_delete_async_work(env, b->work);
+  free(b);
+}
+
+static napi_value link_batch(napi_env env, napi_callback_info info) {
+  size_t argc = 4; napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  link_batch_t *b = calloc(1, sizeof *b);
+  if (!get_path(env, argv[0], b->root, sizeof b->root)) { free(b); return NULL; }
+  void *pairs; size_t plen;
+  if (napi_get_buffer_info(env, argv[1], &pairs, &plen) != napi_ok) { free(b); napi_throw_type_error(env, NULL, "pairs must be a Buffer"); return NULL; }
+  uint32_t count; napi_get_value_uint32(env, argv[2], &count);
+  napi_typedarray_type tt; size_t tlen; void *tdata; napi_value ab; size_t off;
+  if (napi_get_typedarray_info(env, argv[3], &tt, &tlen, &tdata, &ab, &off) != napi_ok || tt != napi_int32_array || tlen < count) {
+    free(b); napi_throw_type_error(env, NULL, "results must be an Int32Array of at least count"); return NULL;
+  }
+  b->pairs = pairs; b->pairs_len = plen; b->results = tdata; b->count = count;
+  napi_create_reference(env, argv[1], 1, &b->pairs_ref);
+  napi_create_reference(env, argv[3], 1, &b->results_ref);
+  napi_value promise, name;
+  napi_create_promise(env, &b->deferred, &promise);
+  napi_create_string_utf8(env, "bakker.linkBatch", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, link_batch_execute, link_batch_complete, b, &b->work);
+  napi_queue_async_work(env, b->work);
+  return promise;
+}
+
+/*
+ * copyIn(src, dest, flags, mode, uid, gid, mtimeSec, mtimeNsec) -> Promise<Float64Array>
+ * One whole file copy on the thread pool: open `src` (O_NOFOLLOW, O_NOATIME when allowed),
+ * fstat, create `dest` (O_EXCL), copy with copy_file_range (read/write when the kernel cannot),
+ * skipping holes with SEEK_DATA/SEEK_HOLE when flags&1 (sparse), then fchown (flags&2), fchmod,
+ * futimens, and fstat the source again so the caller can tell whether it changed meanwhile.
+ * Result: [stage, errno, bytes, <before: size, mtS, mtNs, ctS, ctNs, ino, isReg>, <after: same>]
+ * stage 0 ok; 1 the source could not be opened or read; 2 the destination failed.
+ * On failure the destination is removed.
+ */
+#define COPY_FIELDS 17
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  char src[PATH_MAX_BYTES], dest[PATH_MAX_BYTES];
+  int flags; int64_t mode, uid, gid, mts, mtns;
+  double out[COPY_FIELDS];
+} copy_job_t;
+
+static void put_stat(double *o, const struct stat *st) {
+  o[0] = (double)st->st_size; o[1] = (double)st->st_mtim.tv_sec; o[2] = (double)st->st_mtim.tv_nsec;
+  o[3] = (double)st->st_ctim.tv_sec; o[4] = (double)st->st_ctim.tv_nsec; o[5] = (double)st->st_ino;
+  o[6] = S_ISREG(st->st_mode) ? 1 : 0;
+}
+
+static int copy_plain(int in, int out, off_t start, off_t end, double *bytes) {
+  static __thread char *buf = NULL;
+  if (!buf) buf = malloc(1 << 20);
+  off_t pos = start;
+  while (end < 0 || pos < end) {
+    size_t want = 1 << 20;
+    if (end >= 0 && (off_t)want > end - pos) want = end - pos;
+    ssize_t n = pread(in, buf, want, pos);
+    if (n < 0) { if (errno == EINTR) continue; return -1; }
+    if (n == 0) break;
+    ssize_t off = 0;
+    while (off < n) {
+      ssize_t w = pwrite(out, buf + off, n - off, pos + off);
+      if (w < 0) { if (errno == EINTR) continue; return -2; }
+      off += w;
+    }
+    pos += n; *bytes += n;
+  }
+  return 0;
+}
+
+/* Copies [start, end) (end < 0: to EOF). Returns 0, -1 (read side failed) or -2 (write side). */
+static int copy_range(int in, int out, off_t start, off_t end, double *bytes, int *use_cfr) {
+  off_t pos = start;
+  while (*use_cfr && (end < 0 || pos < end)) {
+    size_t want = end < 0 ? (1 << 30) : (size_t)(end - pos);
+    if (want > (1 << 30)) want = 1 << 30;
+    loff_t ip = pos, op = pos;
+    ssize_t n = copy_file_range(in, &ip, out, &op, want, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP || errno == EBADF) { *use_cfr = 0; break; }
+      if (errno == ENOSPC || errno == EDQUOT || errno == EFBIG) return -2;
+      return -1;
+    }
+    if (n == 0) return 0;
+    pos += n; *bytes += n;
+  }
+  if (end >= 0 && pos >= end) return 0;
+  return copy_plain(in, out, pos, end, bytes);
+}
+
+static void copy_execute(napi_env env, void *data) {
+  (void)env;
+  copy_job_t *j = data;
+  double *o = j->out;
+  int in = open(j->src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+  if (in < 0 && errno == EPERM) in = open(j->src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (in < 0) { o[0] = 1; o[1] = errno; return; }
+  struct stat st;
+  if (fstat(in, &st) != 0) { o[0] = 1; o[1] = errno; close(in); return; }
+  put_stat(o + 3, &st);
+  if (!S_ISREG(st.st_mode)) { o[0] = 1; o[1] = EINVAL; close(in); return; }
+  int out = open(j->dest, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (out < 0) { o[0] = 2; o[1] = errno; close(in); return; }
+  int rc = 0, use_cfr = 1;
+  double bytes = 0;
+  if (j->flags & 1) {
+    off_t pos = 0;
+    for (;;) {
+      off_t d = lseek(in, pos, SEEK_DATA);
+      if (d < 0) { if (errno == ENXIO) break; rc = copy_range(in, out, pos, -1, &bytes, &use_cfr); break; }
+      off_t h = lseek(in, d, SEEK_HOLE);
+      if (h < 0) { rc = -1; break; }
+      rc = copy_range(in, out, d, h, &bytes, &use_cfr);
+      if (rc) break;
+      pos = h;
+    }
+    if (!rc) {
+      struct stat now;
+      if (fstat(in, &now) == 0 && ftruncate(out, now.st_size) != 0) rc = -2;
+    }
+  } else {
+    rc = copy_range(in, out, 0, -1, &bytes, &use_cfr);
+  }
+  int e = errno;
+  if (!rc && (j->flags & 2) && fchown(out, (uid_t)j->uid, (gid_t)j->gid) != 0) { rc = -2; e = errno; }
+  if (!rc && fchmod(out, (mode_t)j->mode) != 0) { rc = -2; e = errno; }
+  if (!rc) {
+    struct timespec ts[2] = {{j->mts, j->mtns}, {j->mts, j->mtns}};
+    if (futimens(out, ts) != 0) { rc = -2; e = errno; }
+  }
+  if (close(out) != 0 && !rc) { rc = -2; e = errno; }
+  if (rc) {
+    unlink(j->dest);
+    o[0] = rc == -1 ? 1 : 2; o[1] = e; close(in); return;
+  }
+  if (fstat(in, &st) != 0) { o[0] = 1; o[1] = errno; close(in); unlink(j->dest); return; }
+  put_stat(o + 10, &st);
+  o[2] = bytes;
+  close(in);
+}
+
+static void copy_complete(napi_env env, napi_status status, void *data) {
+  copy_job_t *j = data;
+  (void)status;
+  napi_value ab, arr;
+  void *mem;
+  napi_create_arraybuffer(env, sizeof j->out, &mem, &ab);
+  memcpy(mem, j->out, sizeof j->out);
+  napi_create_typedarray(env, napi_float64_array, COPY_FIELDS, ab, 0, &arr);
+  napi_resolve_deferred(env, j->deferred, arr);
+  napi_delete_async_work(env, j->work);
+  free(j);
+}
+
+static napi_value copy_in(napi_env env, napi_callback_info info) {
+  size_t argc = 8; napi_value argv[8];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  copy_job_t *j = calloc(1, sizeof *j);
+  if (!get_path(env, argv[0], j->src, sizeof j->src) || !get_path(env, argv[1], j->dest, sizeof j->dest)) { free(j); return NULL; }
+  int32_t flags = 0; napi_get_value_int32(env, argv[2], &flags); j->flags = flags;
+  j->mode = get_i64(env, argv[3]); j->uid = get_i64(env, argv[4]); j->gid = get_i64(env, argv[5]);
+  j->mts = get_i64(env, argv[6]); j->mtns = get_i64(env, argv[7]);
+  napi_value promise, name;
+  napi_create_promise(env, &j->deferred, &promise);
+  napi_create_string_utf8(env, "bakker.copyIn", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, copy_execute, copy_complete, j, &j->work);
+  napi_queue_async_work(env, j->work);
+  return promise;
+}
+
+/*
+ * scanDir(dir) -> [names, stats]: one directory's entries, sorted by name bytes, lstat'ed with
+ * fstatat. `names` holds "name\0" for each; `stats` SCAN_FIELDS doubles per entry:
+ * mode uid gid size blocks ino dev nlink rdev mtS mtNs ctS ctNs xattrListBytes statErrno.
+ * xattrListBytes is llistxattr's size (0: none; -1: could not tell). Throws when the
+ * directory cannot be read.
+ */
+#define SCAN_FIELDS 15
+static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static napi_value scan_dir(napi_env env, napi_callback_info info) {
+  size_t argc = 1; napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  char path[PATH_MAX_BYTES];
+  if (!get_path(env, argv[0], path, sizeof path)) return NULL;
+  DIR *d = opendir(path);
+  if (!d) return throw_errno(env, errno, "opendir", path);
+  size_t cap = 64, n = 0, bytes = 0;
+  char **names = malloc(cap * sizeof *names);
+  struct dirent *de;
+  errno = 0;
+  while ((de = readdir(d)) != NULL) {
+    if (de->d_name[0] == '.' && (de->d_name[1] == 0 || (de->d_name[1] == '.' && de->d_name[2] == 0))) continue;
+    if (n == cap) { cap *= 2; names = realloc(names, cap * sizeof *names); }
+    names[n++] = strdup(de->d_name);
+    bytes += strlen(de->d_name) + 1;
+  }
+  if (errno) {
+    int e = errno;
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    free(names); closedir(d);
+    return throw_errno(env, e, "readdir", path);
+  }
+  qsort(names, n, sizeof *names, cmp_names);
+  napi_value jnames, ab, jstats, result;
+  void *nbuf, *sbuf;
+  napi_create_buffer(env, bytes ? bytes : 1, &nbuf, &jnames);
+  napi_create_arraybuffer(env, (n ? n : 1) * SCAN_FIELDS * sizeof(double), &sbuf, &ab);
+  napi_create_typedarray(env, napi_float64_array, n * SCAN_FIELDS, ab, 0, &jstats);
+  int dfd = dirfd(d);
+  size_t plen = strlen(path);
+  char full[PATH_MAX_BYTES];
+  memcpy(full, path, plen);
+  full[plen] = '/';
+  char *np = nbuf;
+  double *o = sbuf;
+  for (size_t i = 0; i < n; i++, o += SCAN_FIELDS) {
+    size_t len = strlen(names[i]);
+    memcpy(np, names[i], len + 1);
+    np += len + 1;
+    struct stat st;
+    memset(o, 0, SCAN_FIELDS * sizeof(double));
+    if (fstatat(dfd, names[i], &st, AT_SYMLINK_NOFOLLOW) != 0) { o[14] = errno; free(names[i]); continue; }
+    o[0] = st.st_mode; o[1] = st.st_uid; o[2] = st.st_gid; o[3] = (double)st.st_size; o[4] = (double)st.st_blocks;
+    o[5] = (double)st.st_ino; o[6] = (double)st.st_dev; o[7] = (double)st.st_nlink; o[8] = (double)st.st_rdev;
+    o[9] = (double)st.st_mtim.tv_sec; o[10] = (double)st.st_mtim.tv_nsec; o[11] = (double)st.st_ctim.tv_sec; o[12] = (double)st.st_ctim.tv_nsec;
+    if (plen + 1 + len + 1 <= sizeof full) {
+      memcpy(full + plen + 1, names[i], len + 1);
+      ssize_t x = llistxattr(full, NULL, 0);
+      o[13] = x < 0 ? (errno == ENOTSUP ? 0 : -1) : (double)x;
+    } else o[13] = -1;
+    free(names[i]);
+  }
+  free(names);
+  closedir(d);
+  napi_create_array_with_length(env, 2, &result);
+  napi_set_element(env, result, 0, jnames);
+  napi_set_element(env, result, 1, jstats);
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"getXattrs", NULL, get_xattrs, NULL, NULL, NULL, napi_default, NULL},
@@ -159,6 +494,9 @@ static napi_value init(napi_env env, napi_value exports) {
     {"utimens", NULL, utimens, NULL, NULL, NULL, napi_default, NULL},
     {"mknod", NULL, do_mknod, NULL, NULL, NULL, napi_default, NULL},
     {"syncfs", NULL, do_syncfs, NULL, NULL, NULL, napi_default, NULL},
+    {"linkBatch", NULL, link_batch, NULL, NULL, NULL, napi_default, NULL},
+    {"copyIn", NULL, copy_in, NULL, NULL, NULL, napi_default, NULL},
+    {"scanDir", NULL, scan_dir, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -27,8 +27,8 @@ export type WalkItem =
       entry: Entry;
       /** Where to read it. */
       abs: Buffer;
-      ino: bigint;
-      dev: bigint;
+      ino: number;
+      dev: number;
       /** First member of this entry's hard-link group, when it is a later member. */
       linkTo?: Entry;
     }
@@ -78,6 +78,44 @@ function sourceTree(sources: SourceSpec[]): Node {
 
 const byName = (a: Node, b: Node) => Buffer.compare(a.name, b.name);
 
+/** Must match SCAN_FIELDS in src/native/bakker_native.c. */
+const SCAN_FIELDS = 15;
+const ENOENT = 2;
+
+interface StatLike {
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  blocks: number;
+  ino: number;
+  dev: number;
+  nlink: number;
+  rdev: number;
+  mtime: bigint;
+  ctime: bigint;
+}
+
+function ns(sec: number, nsec: number): bigint {
+  return BigInt(sec) * 1_000_000_000n + BigInt(nsec);
+}
+
+function fromBigStats(st: fs.BigIntStats): StatLike {
+  return {
+    mode: Number(st.mode),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    size: Number(st.size),
+    blocks: Number(st.blocks),
+    ino: Number(st.ino),
+    dev: Number(st.dev),
+    nlink: Number(st.nlink),
+    rdev: Number(st.rdev),
+    mtime: st.mtimeNs,
+    ctime: st.ctimeNs,
+  };
+}
+
 /**
  * The sorted walk. Synchronous calls (readdir, lstat, llistxattr) are several times faster
  * than promise-based ones for this many small metadata calls (docs/PERFORMANCE.md).
@@ -88,29 +126,29 @@ export function* walk(opts: WalkOptions): Generator<WalkItem> {
   const groups = new Map<string, Entry>();
   let nextGroup = 1;
 
-  function makeEntry(rel: Buffer, abs: Buffer, st: fs.BigIntStats): WalkItem & { kind: 'entry' } {
-    const modeNum = Number(st.mode);
+  function makeEntry(rel: Buffer, abs: Buffer, st: StatLike): WalkItem & { kind: 'entry' } {
+    const modeNum = st.mode;
     const type = typeOfMode(modeNum) ?? 'file';
-    const uid = Number(st.uid);
-    const gid = Number(st.gid);
+    const uid = st.uid;
+    const gid = st.gid;
     const e: Entry = {
       path: rel,
       type,
-      size: type === 'file' || type === 'symlink' ? Number(st.size) : 0,
+      size: type === 'file' || type === 'symlink' ? st.size : 0,
       mode: modeNum & 0o7777,
       uid,
       gid,
-      mtime: st.mtimeNs,
-      ctime: st.ctimeNs,
+      mtime: st.mtime,
+      ctime: st.ctime,
     };
     const user = ids.user(uid);
     if (user !== undefined) e.user = user;
     const group = ids.group(gid);
     if (group !== undefined) e.group = group;
-    if (type === 'char' || type === 'block') e.rdev = Number(st.rdev);
-    if (type === 'file' && st.blocks * 512n < st.size) e.sparse = true;
+    if (type === 'char' || type === 'block') e.rdev = st.rdev;
+    if (type === 'file' && st.blocks * 512 < st.size) e.sparse = true;
     const item: WalkItem & { kind: 'entry' } = { kind: 'entry', entry: e, abs, ino: st.ino, dev: st.dev };
-    if (type !== 'dir' && st.nlink > 1n) {
+    if (type !== 'dir' && st.nlink > 1) {
       const key = `${st.dev}:${st.ino}`;
       const first = groups.get(key);
       if (first) {
@@ -134,40 +172,73 @@ export function* walk(opts: WalkOptions): Generator<WalkItem> {
       return undefined;
     }
     if (!st) return undefined; // vanished since readdir: nothing to back up
-    const item = makeEntry(rel, abs, st);
+    const r = finish(makeEntry(rel, abs, fromBigStats(st)), true);
+    if (r.warning) yield r.warning;
+    return r.item;
+  }
+
+  /** Adds what lstat does not give: a symlink's target, xattrs and ACLs. */
+  function finish(item: WalkItem & { kind: 'entry' }, xattrs: boolean): { item?: WalkItem & { kind: 'entry' }; warning?: WalkItem } {
+    const rel = item.entry.path;
+    const abs = item.abs;
     if (item.entry.type === 'symlink') {
       try {
         item.entry.target = fs.readlinkSync(abs, { encoding: 'buffer' });
       } catch (err) {
-        yield { kind: 'warning', path: rel, message: `cannot read link: ${(err as Error).message}`, unreadable: true };
-        return undefined;
+        return { warning: { kind: 'warning', path: rel, message: `cannot read link: ${(err as Error).message}`, unreadable: true } };
       }
     }
+    if (!xattrs) return { item };
     try {
       const xs = native.getXattrs(abs);
       if (xs) addXattrs(item.entry, xs);
     } catch (err) {
-      yield { kind: 'warning', path: rel, message: `cannot read xattrs: ${(err as Error).message}`, unreadable: true };
+      return { item, warning: { kind: 'warning', path: rel, message: `cannot read xattrs: ${(err as Error).message}`, unreadable: true } };
     }
-    return item;
+    return { item };
   }
 
-  function* walkDir(rel: Buffer, abs: Buffer, rootDev: bigint): Generator<WalkItem> {
-    let names: Buffer[];
+  function* walkDir(rel: Buffer, abs: Buffer, rootDev: number): Generator<WalkItem> {
+    let names: Buffer;
+    let stats: Float64Array;
     try {
-      names = fs.readdirSync(abs, { encoding: 'buffer' });
+      [names, stats] = native.scanDir(abs);
     } catch (err) {
       yield { kind: 'warning', path: rel, message: `cannot list directory: ${(err as Error).message}`, unreadable: true };
       return;
     }
-    names.sort(Buffer.compare);
-    for (const name of names) {
+    let off = 0;
+    for (let o = 0; o < stats.length; o += SCAN_FIELDS) {
+      const end = names.indexOf(0, off);
+      const name = names.subarray(off, end);
+      off = end + 1;
       const childRel = join(rel, name);
-      const childAbs = join(abs, name);
-      const item = yield* entryAt(childRel, childAbs, false);
-      if (!item) continue;
-      const isDir = item.entry.type === 'dir';
+      const statErrno = stats[o + 14]!;
+      if (statErrno !== 0) {
+        if (statErrno !== ENOENT) yield { kind: 'warning', path: childRel, message: `cannot stat: errno ${statErrno}`, unreadable: true };
+        continue;
+      }
+      const mode = stats[o]!;
+      const isDir = (mode & 0o170000) === 0o040000;
       if (opts.exclude && opts.exclude.excluded('/' + childRel.toString('latin1'), isDir)) continue;
+      const st: StatLike = {
+        mode,
+        uid: stats[o + 1]!,
+        gid: stats[o + 2]!,
+        size: stats[o + 3]!,
+        blocks: stats[o + 4]!,
+        ino: stats[o + 5]!,
+        dev: stats[o + 6]!,
+        nlink: stats[o + 7]!,
+        rdev: stats[o + 8]!,
+        mtime: ns(stats[o + 9]!, stats[o + 10]!),
+        ctime: ns(stats[o + 11]!, stats[o + 12]!),
+      };
+      const childAbs = join(abs, name);
+      const r = finish(makeEntry(childRel, childAbs, st), stats[o + 13] !== 0);
+      if (r.warning) yield r.warning;
+      const item = r.item;
+      if (!item) continue;
       yield item;
       if (isDir && (!opts.oneFileSystem || item.dev === rootDev)) yield* walkDir(childRel, childAbs, rootDev);
     }
@@ -176,7 +247,7 @@ export function* walk(opts: WalkOptions): Generator<WalkItem> {
   function* walkNode(node: Node, rel: Buffer): Generator<WalkItem> {
     if (node.source) {
       const readFrom = Buffer.from(node.source.readFrom ?? node.source.path);
-      let dev = 0n;
+      let dev = 0;
       if (rel.length > 0) {
         const item = yield* entryAt(rel, readFrom, false);
         if (!item) {
@@ -186,7 +257,7 @@ export function* walk(opts: WalkOptions): Generator<WalkItem> {
         yield item;
         if (item.entry.type !== 'dir') return;
         dev = item.dev;
-      } else dev = fs.statSync(readFrom, { bigint: true }).dev;
+      } else dev = fs.statSync(readFrom).dev;
       yield* walkDir(rel, readFrom, dev);
       return;
     }

@@ -43,11 +43,36 @@ export interface FileMeta {
   mtime?: bigint;
 }
 
-/** A local source file, already opened by the caller, who also closes it. */
+/** A local source file to copy into the store; the store opens it (never following a symlink). */
 export interface LocalSource {
-  fd: number;
-  size: number;
+  path: Buffer;
+  /** Copy holes as holes. */
   sparse: boolean;
+}
+
+/** The source as the store saw it: `before` at open, `after` once copied. */
+export interface SourceState {
+  size: number;
+  mtime: bigint;
+  ctime: bigint;
+  ino: number;
+}
+
+export interface PutResult {
+  sum?: string;
+  before: SourceState;
+  after: SourceState;
+}
+
+/** Thrown by putFile when the local source, not the store, failed (vanished, unreadable). */
+export class SourceError extends Error {
+  readonly source = true;
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 export interface Store {
@@ -69,14 +94,22 @@ export interface Store {
   writeFile(p: Buffer, data: Buffer | Readable, opts?: { exclusive?: boolean; mode?: number }): Promise<void>;
   /**
    * Copies a local file into the store at `p` (which must not exist), then applies `meta`.
-   * Not fsynced one by one: the engine calls sync() once before it publishes.
-   * Returns the checksum when `hash` is given.
+   * Not fsynced one by one: the engine calls sync() once before it publishes. Returns the
+   * checksum when `hash` is given, and the source's state before and after the copy (the caller
+   * compares them to catch a file that changed while it was read). A failure of the source
+   * throws SourceError (and leaves nothing at `p`); anything else is a store error.
    */
-  putFile(p: Buffer, src: LocalSource, meta: FileMeta, hash?: HashAlgo): Promise<{ sum?: string }>;
+  putFile(p: Buffer, src: LocalSource, meta: FileMeta, hash?: HashAlgo): Promise<PutResult>;
   mkdir(p: Buffer, mode: number): Promise<void>;
   symlink(target: Buffer, p: Buffer): Promise<void>;
   /** Hard link `existing` as `p`; does not follow symlinks. */
   link(existing: Buffer, p: Buffer): Promise<void>;
+  /**
+   * Optional: many hard links at once, each exactly like link(). Resolves to one entry per
+   * pair: null when linked, else the error code (ENOENT, EEXIST, ...). Stores where a round
+   * trip or a thread hop per link is the cost implement it.
+   */
+  linkMany?(pairs: [existing: Buffer, p: Buffer][]): Promise<(string | null)[]>;
   /** Renames, replacing `to` when it is a file or symlink (atomic where caps.atomicRename). */
   rename(from: Buffer, to: Buffer): Promise<void>;
   /** Applies what `meta` holds; symlinks take only owner and times. */

@@ -69,21 +69,38 @@ export function storeConformance(name: string, make: () => Promise<{ store: Stor
       const local = path.join(dir, 'src');
       const data = Buffer.alloc(300_000, 'q');
       fs.writeFileSync(local, data);
-      const fd = fs.openSync(local, 'r');
+      const lp = Buffer.from(local);
       const name = Buffer.concat([b('odd-'), Buffer.from([0xe9, 0x0a])]);
       const mtime = 1700000000123456789n;
-      const res = await s.putFile(name, { fd, size: data.length, sparse: false }, { mode: 0o640, mtime }, 'sha256');
-      const res2 = await s.putFile(b('plain'), { fd, size: data.length, sparse: false }, { mode: 0o600, mtime });
-      await rejectsWith(s.putFile(b('plain'), { fd, size: data.length, sparse: false }, {}), 'EEXIST');
-      fs.closeSync(fd);
+      const res = await s.putFile(name, { path: lp, sparse: false }, { mode: 0o640, mtime }, 'sha256');
+      const res2 = await s.putFile(b('plain'), { path: lp, sparse: false }, { mode: 0o600, mtime });
+      await rejectsWith(s.putFile(b('plain'), { path: lp, sparse: false }, {}), 'EEXIST');
+      const st = fs.statSync(local, { bigint: true });
+      for (const r of [res, res2]) {
+        assert.deepEqual(r.before, r.after);
+        assert.equal(r.before.size, data.length);
+        assert.equal(r.before.mtime, st.mtimeNs);
+        assert.equal(r.before.ctime, st.ctimeNs);
+      }
+      for (const hash of [undefined, 'md5'] as const) {
+        await assert.rejects(s.putFile(b('x'), { path: Buffer.from(path.join(dir, 'missing')), sparse: false }, {}, hash), (err: Error & { code?: string; source?: boolean }) => {
+          assert.equal(err.code, 'ENOENT');
+          assert.equal(err.source, true, 'a missing source is a source error');
+          return true;
+        });
+        fs.symlinkSync(local, path.join(dir, `link-${hash}`));
+        await assert.rejects(s.putFile(b('y'), { path: Buffer.from(path.join(dir, `link-${hash}`)), sparse: false }, {}, hash), (err: Error & { source?: boolean }) => err.source === true);
+        assert.equal(await s.stat(b('x')), null);
+        assert.equal(await s.stat(b('y')), null);
+      }
       const h = createHasher('sha256');
       h.update(data);
       assert.equal(res.sum, h.digest());
       assert.equal(res2.sum, undefined);
-      const st = await s.stat(name);
-      assert.equal(st?.size, data.length);
-      assert.equal(st?.mode, 0o640);
-      assert.equal(st?.mtime, s.caps.nsTimes ? mtime : (mtime / 1_000_000_000n) * 1_000_000_000n);
+      const stored = await s.stat(name);
+      assert.equal(stored?.size, data.length);
+      assert.equal(stored?.mode, 0o640);
+      assert.equal(stored?.mtime, s.caps.nsTimes ? mtime : (mtime / 1_000_000_000n) * 1_000_000_000n);
       assert.equal((await s.readFile(name)).length, data.length);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
@@ -98,14 +115,16 @@ export function storeConformance(name: string, make: () => Promise<{ store: Stor
       fs.writeSync(fd0, 'start', 0);
       fs.writeSync(fd0, 'end', 8 << 20);
       fs.closeSync(fd0);
-      const fd = fs.openSync(local, 'r');
-      const size = fs.fstatSync(fd).size;
-      await s.putFile(b('sp'), { fd, size, sparse: true }, {}, 'md5');
-      fs.closeSync(fd);
-      assert.equal((await s.stat(b('sp')))?.size, size);
-      const data = await s.readFile(b('sp'));
-      assert.equal(data.subarray(0, 5).toString(), 'start');
-      assert.equal(data.subarray(8 << 20).toString(), 'end');
+      const size = fs.statSync(local).size;
+      for (const hash of [undefined, 'md5'] as const) {
+        const name = b(`sp-${hash}`);
+        await s.putFile(name, { path: Buffer.from(local), sparse: true }, {}, hash);
+        assert.equal((await s.stat(name))?.size, size);
+        const data = await s.readFile(name);
+        assert.equal(data.subarray(0, 5).toString(), 'start');
+        assert.equal(data.subarray(8 << 20).toString(), 'end');
+        assert.ok(data.subarray(5, 8 << 20).equals(Buffer.alloc((8 << 20) - 5)));
+      }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

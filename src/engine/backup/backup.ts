@@ -15,7 +15,7 @@ import { acquireLock, diffPath, implPath, initStore, listStore, mkdirIfMissing, 
 import { nextSnapshotName } from '../naming.js';
 import { faultPoint } from '../fault.js';
 import { cleanupIncomplete } from './cleanup.js';
-import { OrderedQueue } from './ordered-queue.js';
+import { LazyJob, once, OrderedQueue, type Decide, type Job } from './ordered-queue.js';
 import { StoreWriter } from './store-writer.js';
 import { writeSummary, type SnapshotSummary } from '../summary.js';
 
@@ -170,11 +170,11 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     implWriter = new ImplWriter(store, join(runDir, 'impl'), header);
     const writer = new StoreWriter(store, tree, diff, previous ? treePath(previous) : null, name, opts.checksum, emit, progress);
     const iw = implWriter;
-    queue = new OrderedQueue((e) => iw.write(e), 256);
+    queue = new OrderedQueue((e) => iw.write(e), 1024);
     prevImpl = await PreviousImpl.open(store, previous, emit);
     const counts = newCounts();
     const dirs: Entry[] = [];
-    const groupDone = new Map<Entry, Promise<boolean>>();
+    const groupFirst = new Map<Entry, { job: Job; decide: Decide }>();
     progress.phase = 'backup';
 
     for (const item of walk({ sources: opts.sources, exclude: opts.exclude, oneFileSystem: opts.oneFileSystem })) {
@@ -190,7 +190,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       progress.current = e.path;
       const prev = await prevImpl.find(e.path, () => counts.removed++);
       count(counts, e, prev);
-      let work: Promise<boolean> | undefined;
+      let work: { job: Job; decide: Decide } | undefined;
       const copy = () => writer.copy(e, item.abs);
       switch (e.type) {
         case 'dir':
@@ -198,21 +198,30 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
           dirs.push(e);
           break;
         case 'file':
-          if (item.linkTo) work = writer.linkToGroup(e, item.linkTo, groupDone.get(item.linkTo) ?? Promise.resolve(false), copy);
-          else if (canReuse(prev, e)) work = writer.reuse(e, prev, copy);
-          else work = copy();
-          if (e.hardlink !== undefined && !item.linkTo) groupDone.set(e, work);
+          if (item.linkTo) {
+            // Started only when the queue reaches it, after the group's first member is decided.
+            const first = groupFirst.get(item.linkTo);
+            const job = new LazyJob(async () => writer.linkToGroup(e, item.linkTo!, first ? await isKept(first) : false, copy));
+            work = { job, decide: () => job.value === true };
+          } else if (canReuse(prev, e)) work = writer.reuse(e, prev, copy);
+          else work = StoreWriter.job(copy());
+          if (e.hardlink !== undefined && !item.linkTo) {
+            work = { job: work.job, decide: once(work.decide) };
+            groupFirst.set(e, work);
+          }
           break;
         case 'symlink':
-          work = canReuse(prev, e) ? writer.reuse(e, prev, () => writer.symlink(e)) : writer.symlink(e);
+          work = canReuse(prev, e) ? writer.reuse(e, prev, () => writer.symlink(e)) : StoreWriter.job(writer.symlink(e));
           break;
         default:
           break; // fifos, sockets and devices live in the impl only
       }
-      await queue.push(e, work);
+      await queue.push(e, work?.job, work?.decide);
     }
     await prevImpl.rest(() => counts.removed++);
+    const tWalked = Date.now();
     progress.phase = 'finishing';
+    writer.flushLinks();
     await queue.drain();
     for (let i = dirs.length - 1; i >= 0; i--) {
       const d = dirs[i]!;
@@ -235,7 +244,9 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     };
     await implWriter.close({ trailer: true, end: new Date().toISOString(), entries: iw.count, summary: numbersOf(summary) });
     implWriter = null;
+    const tWritten = Date.now();
     await publish(store, runDir, name, summary);
+    summary.phasesMs = { walk: tWalked - t0, finish: tWritten - tWalked, publish: Date.now() - tWritten };
     runDir = null;
     emit({ event: 'snapshot', name, entries: summary.entries, bytes: summary.bytes, newBytes: summary.bytesCopied, start: summary.start, durationMs });
     return { snapshot: name, previous, dryRun: false, summary };
@@ -248,6 +259,13 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     if (runDir) await store.remove(runDir).catch(() => undefined);
     await lock.release().catch(() => undefined);
   }
+}
+
+/** Whether the first member of a hard-link group made it into the snapshot (its decision is memoized). */
+async function isKept(work: { job: Job; decide: Decide }): Promise<boolean> {
+  await work.job.wait();
+  if (work.job.failure !== undefined) return false;
+  return work.decide();
 }
 
 function storeFailure(store: Store, err: unknown): unknown {

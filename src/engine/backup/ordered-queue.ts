@@ -1,75 +1,112 @@
 import type { Entry } from '../../manifest/entry.js';
 
+/**
+ * Work that entries wait for: one copy, or one batch of links shared by many entries (so the
+ * common case costs no promise per entry). `settled` turns true once `wait()` has resolved;
+ * a failed job makes the run fail.
+ */
+export interface Job {
+  settled: boolean;
+  failure?: unknown;
+  wait(): Promise<void>;
+}
+
+/** Decides, once its job settled, whether the entry made it into the snapshot (false: left out). */
+export type Decide = () => boolean | Promise<boolean>;
+
 interface Item {
   entry: Entry;
-  settled: boolean;
-  keep: boolean;
-  wait?: Promise<unknown>;
+  job: Job | undefined;
+  decide: Decide | undefined;
+}
+
+/** A decision taken at most once (the queue and a hard-link group may both ask). */
+export function once(decide: Decide): Decide {
+  let result: boolean | Promise<boolean> | undefined;
+  return () => (result ??= decide());
+}
+
+/** A Job that starts its work only when first waited on (by then, what it depends on is done). */
+export class LazyJob<T> implements Job {
+  settled = false;
+  failure?: unknown;
+  value?: T;
+  private started: Promise<void> | null = null;
+  constructor(private readonly start: () => Promise<T>) {}
+  wait(): Promise<void> {
+    this.started ??= this.start().then(
+      (v) => {
+        this.value = v;
+        this.settled = true;
+      },
+      (err) => {
+        this.failure = err;
+        this.settled = true;
+      },
+    );
+    return this.started;
+  }
+}
+
+/** A Job for a single promise; `value` holds its result. */
+export class PromiseJob<T> implements Job {
+  settled = false;
+  failure?: unknown;
+  value?: T;
+  private readonly p: Promise<void>;
+  constructor(p: Promise<T>) {
+    this.p = p.then(
+      (v) => {
+        this.value = v;
+        this.settled = true;
+      },
+      (err) => {
+        this.failure = err;
+        this.settled = true;
+      },
+    );
+  }
+  wait(): Promise<void> {
+    return this.p;
+  }
 }
 
 /**
- * Keeps impl records in walk order while the work for them (copy, link) finishes in any order.
- * `push` takes the entry and, optionally, the promise of its work, which resolves to whether the
- * entry made it into the snapshot (false: vanished or unreadable, so it is left out of the impl).
- * At most `limit` items wait; push() then waits for the oldest. The first failure of any work
- * is re-thrown by the next push() or by drain(): a store error aborts the run.
+ * Keeps impl records in walk order while the work for them (copies, link batches) finishes in
+ * any order. At most `limit` items wait; push() then finishes the oldest first. The first job
+ * failure is re-thrown by push() or drain(): a store error aborts the run.
  */
 export class OrderedQueue {
-  private readonly items: Item[] = [];
+  private readonly items: (Item | undefined)[] = [];
   private head = 0;
-  private failure: unknown;
-  private failed = false;
 
   constructor(
     private readonly write: (e: Entry) => Promise<void>,
     private readonly limit: number,
   ) {}
 
-  async push(entry: Entry, work?: Promise<boolean>): Promise<void> {
-    this.check();
-    const item: Item = { entry, settled: work === undefined, keep: true };
-    if (work) {
-      item.wait = work.then(
-        (keep) => {
-          item.keep = keep;
-          item.settled = true;
-        },
-        (err) => {
-          item.settled = true;
-          item.keep = false;
-          if (!this.failed) {
-            this.failed = true;
-            this.failure = err;
-          }
-        },
-      );
-    }
-    this.items.push(item);
-    await this.flush(this.limit);
-  }
-
-  private check(): void {
-    if (this.failed) throw this.failure;
+  async push(entry: Entry, job?: Job, decide?: Decide): Promise<void> {
+    this.items.push({ entry, job, decide });
+    if (this.items.length - this.head > this.limit) await this.flush(this.limit);
   }
 
   private async flush(allowed: number): Promise<void> {
     for (;;) {
       const item = this.items[this.head];
       if (!item) break;
-      const waiting = this.items.length - this.head;
-      if (!item.settled) {
-        if (waiting <= allowed) break;
-        await item.wait;
-        this.check();
+      if (item.job && !item.job.settled) {
+        if (this.items.length - this.head <= allowed) break;
+        await item.job.wait();
       }
-      if (item.keep) await this.write(item.entry);
-      this.items[this.head++] = undefined as unknown as Item;
+      if (item.job?.failure !== undefined) throw item.job.failure;
+      const keep = item.decide ? await item.decide() : true;
+      if (keep) await this.write(item.entry);
+      this.items[this.head++] = undefined;
       if (this.head > 4096) {
         this.items.splice(0, this.head);
         this.head = 0;
       }
     }
-    this.check();
   }
 
   /** Waits for all work and writes every remaining record. */
@@ -79,6 +116,6 @@ export class OrderedQueue {
 
   /** Waits for in-flight work without writing (used when the run is abandoned). */
   async settle(): Promise<void> {
-    await Promise.all(this.items.slice(this.head).map((i) => i.wait));
+    for (let i = this.head; i < this.items.length; i++) await this.items[i]?.job?.wait().catch(() => undefined);
   }
 }

@@ -1,15 +1,83 @@
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import { errnoCode, errMessage } from '../../errors.js';
 import type { Entry } from '../../manifest/entry.js';
-import type { Store } from '../../store/store.js';
+import { SourceError, type PutResult, type Store } from '../../store/store.js';
 import { display, join, parent } from '../../util/bpath.js';
 import type { HashAlgo } from '../../util/hash.js';
 import { Semaphore } from '../../util/semaphore.js';
 import type { Emit, Progress } from '../events.js';
+import { PromiseJob, type Decide, type Job } from './ordered-queue.js';
 
-const { O_RDONLY, O_NOFOLLOW } = fs.constants;
-const O_NOATIME = (fs.constants as Record<string, number>).O_NOATIME ?? 0;
+const MAX_TRIES = 3;
+
+/** Links sent to the store together: one job for all of them. */
+class LinkBatch implements Job {
+  settled = false;
+  failure?: unknown;
+  codes: (string | null)[] = [];
+  private readonly pairs: [Buffer, Buffer][] = [];
+  private sent: Promise<void> | null = null;
+
+  constructor(private readonly store: Store) {}
+
+  get size(): number {
+    return this.pairs.length;
+  }
+
+  get isSent(): boolean {
+    return this.sent !== null;
+  }
+
+  add(from: Buffer, to: Buffer): number {
+    if (this.sent) throw new Error('internal: link added to a batch already sent');
+    return this.pairs.push([from, to]) - 1;
+  }
+
+  code(i: number): string | null {
+    const c = this.codes[i];
+    if (c === undefined) throw new Error(`internal: no result for link ${i} of ${this.pairs.length}`);
+    return c;
+  }
+
+  send(): Promise<void> {
+    this.sent ??= this.store.linkMany!(this.pairs).then(
+      (codes) => {
+        this.codes = codes;
+        this.settled = true;
+      },
+      (err) => {
+        this.failure = err;
+        this.settled = true;
+      },
+    );
+    return this.sent;
+  }
+
+  wait(): Promise<void> {
+    return this.send();
+  }
+}
+
+interface LinkJob {
+  job: Job;
+  code: (index: number) => string | null;
+}
+
+/** Re-reads a file's metadata after it changed under us; false when it is no longer a file. */
+function refresh(e: Entry, abs: Buffer): boolean {
+  const st = fs.lstatSync(abs, { bigint: true, throwIfNoEntry: false });
+  if (!st || !st.isFile()) return false;
+  e.size = Number(st.size);
+  e.mtime = st.mtimeNs;
+  e.ctime = st.ctimeNs;
+  e.mode = Number(st.mode) & 0o7777;
+  e.uid = Number(st.uid);
+  e.gid = Number(st.gid);
+  if (st.blocks * 512n < st.size) e.sparse = true;
+  else delete e.sparse;
+  return true;
+}
+const LINK_BATCH = 256;
 
 export interface WriterStats {
   copied: number;
@@ -28,7 +96,7 @@ export interface WriterStats {
  */
 export class StoreWriter {
   readonly stats: WriterStats = { copied: 0, linked: 0, bytesCopied: 0, bytesLinked: 0, unreadable: 0, changing: 0 };
-  private readonly copySlots = new Semaphore(8);
+  private readonly copySlots = new Semaphore(4);
   private readonly diffDirs = new Map<string, Promise<void>>();
 
   constructor(
@@ -46,26 +114,65 @@ export class StoreWriter {
     return this.store.mkdir(join(this.tree, e.path), 0o700);
   }
 
-  /** Reuses the previous snapshot's copy; falls back to `fallback` when that copy is gone. */
-  async reuse(e: Entry, prev: Entry, fallback: () => Promise<boolean>): Promise<boolean> {
-    try {
-      await this.store.link(join(this.prevTree!, e.path), join(this.tree, e.path));
-    } catch (err) {
-      if (errnoCode(err) !== 'ENOENT') throw err;
-      this.emit({ event: 'warning', path: display(e.path), message: 'stored copy in the previous snapshot is missing: copying anew' });
-      return fallback();
+  private batch: LinkBatch | null = null;
+
+  /** Queues a link; the returned batch settles once it is done (see flushLinks). */
+  private queueLink(from: Buffer, to: Buffer): { batch: LinkJob; index: number } {
+    if (!this.store.linkMany) {
+      const job = new PromiseJob(
+        this.store.link(from, to).then(
+          () => null,
+          (err) => {
+            if (errnoCode(err) === 'ENOENT') return 'ENOENT';
+            throw err;
+          },
+        ),
+      );
+      return { batch: { job, code: () => job.value ?? null }, index: 0 };
     }
+    // A batch already sent (someone waited on it early) takes no more links.
+    if (!this.batch || this.batch.isSent) this.batch = new LinkBatch(this.store);
+    const b = this.batch;
+    const index = b.add(from, to);
+    if (b.size >= LINK_BATCH) this.flushLinks();
+    return { batch: { job: b, code: (i) => b.code(i) }, index };
+  }
+
+  /** Sends the queued links to the store now. */
+  flushLinks(): void {
+    this.batch?.send();
+    this.batch = null;
+  }
+
+  /**
+   * Reuses the previous snapshot's copy of `e`. The returned job and decision go to the
+   * ordered queue; when the old copy turned out to be gone, the decision copies anew.
+   */
+  reuse(e: Entry, prev: Entry, fallback: () => Promise<boolean>): { job: Job; decide: Decide } {
     e.since = prev.since ?? this.name;
     if (prev.sum !== undefined) e.sum = prev.sum;
-    this.stats.linked++;
-    this.stats.bytesLinked += e.size;
-    this.progress.linked++;
-    return true;
+    const { batch, index } = this.queueLink(join(this.prevTree!, e.path), join(this.tree, e.path));
+    const decide: Decide = () => {
+      const code = batch.code(index);
+      if (code === null) {
+        this.stats.linked++;
+        this.stats.bytesLinked += e.size;
+        this.progress.linked++;
+        return true;
+      }
+      if (code === 'ENOENT') {
+        this.emit({ event: 'warning', path: display(e.path), message: 'stored copy in the previous snapshot is missing: copying anew' });
+        delete e.sum;
+        return fallback();
+      }
+      throw Object.assign(new Error(`${code}: cannot link ${display(e.path)} in the store`), { code });
+    };
+    return { job: batch.job, decide };
   }
 
   /** A later member of a hard-link group: a link to the first member's new copy. */
-  async linkToGroup(e: Entry, first: Entry, firstDone: Promise<boolean>, fallback: () => Promise<boolean>): Promise<boolean> {
-    if (!(await firstDone.catch(() => false))) return fallback();
+  async linkToGroup(e: Entry, first: Entry, firstKept: boolean, fallback: () => Promise<boolean>): Promise<boolean> {
+    if (!firstKept) return fallback();
     await this.store.link(join(this.tree, first.path), join(this.tree, e.path));
     if (first.since !== undefined) e.since = first.since;
     if (first.sum !== undefined) e.sum = first.sum;
@@ -93,95 +200,63 @@ export class StoreWriter {
     }
   }
 
-  private async openSource(e: Entry, abs: Buffer): Promise<fsp.FileHandle | null> {
-    const flags = O_RDONLY | O_NOFOLLOW;
-    try {
-      return await fsp.open(abs, flags | O_NOATIME);
-    } catch (err) {
-      if (errnoCode(err) === 'EPERM' && O_NOATIME) {
-        try {
-          return await fsp.open(abs, flags);
-        } catch (err2) {
-          return this.unreadable(e, err2);
-        }
-      }
-      return this.unreadable(e, err);
-    }
-  }
-
-  private unreadable(e: Entry, err: unknown): null {
-    if (errnoCode(err) === 'ENOENT') return null; // deleted since the walk: simply not in this snapshot
+  private unreadable(e: Entry, err: unknown): false {
+    if (errnoCode(err) === 'ENOENT') return false; // deleted since the walk: simply not in this snapshot
     this.stats.unreadable++;
     this.emit({ event: 'warning', path: display(e.path), message: `cannot read, left out of this snapshot: ${errMessage(err)}` });
-    return null;
+    return false;
   }
 
   private async copyLocked(e: Entry, abs: Buffer): Promise<boolean> {
-    const fh = await this.openSource(e, abs);
-    if (!fh) return false;
     const dest = join(this.tree, e.path);
-    try {
-      let st = await fh.stat({ bigint: true });
-      if (!st.isFile()) {
-        this.emit({ event: 'warning', path: display(e.path), message: 'replaced by a non-file while backing up: left out' });
+    for (let attempt = 1; ; attempt++) {
+      let res: PutResult;
+      try {
+        res = await this.store.putFile(dest, { path: abs, sparse: e.sparse === true }, { mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime }, this.checksum);
+      } catch (err) {
+        if (err instanceof SourceError) return this.unreadable(e, err);
+        throw err;
+      }
+      const { before, after } = res;
+      const asWalked = before.size === e.size && before.mtime === e.mtime && before.ctime === e.ctime;
+      const stable = before.size === after.size && before.mtime === after.mtime && before.ctime === after.ctime;
+      if (asWalked && stable) {
+        if (res.sum !== undefined) e.sum = res.sum;
+        break;
+      }
+      if (attempt === MAX_TRIES) {
+        // Keep what was read, flagged, so the next run copies it again.
+        e.changing = true;
+        e.size = (await this.store.stat(dest))?.size ?? after.size;
+        if (res.sum !== undefined) e.sum = res.sum;
+        this.stats.changing++;
+        this.emit({ event: 'warning', path: display(e.path), message: `kept changing while being copied (${MAX_TRIES} tries): stored as last read, flagged "changing" in the impl` });
+        break;
+      }
+      await this.store.unlink(dest);
+      if (!refresh(e, abs)) {
+        this.emit({ event: 'warning', path: display(e.path), message: 'replaced by a non-file while being copied: left out' });
         return false;
       }
-      let stable = false;
-      for (let attempt = 0; attempt < 3 && !stable; attempt++) {
-        if (attempt > 0) await this.store.unlink(dest);
-        e.size = Number(st.size);
-        e.mtime = st.mtimeNs;
-        e.ctime = st.ctimeNs;
-        e.mode = Number(st.mode) & 0o7777;
-        e.uid = Number(st.uid);
-        e.gid = Number(st.gid);
-        let res: { sum?: string };
-        try {
-          res = await this.store.putFile(dest, { fd: fh.fd, size: e.size, sparse: e.sparse === true }, { mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime }, this.checksum);
-        } catch (err) {
-          if (errnoCode(err) === 'EIO' && (await this.sourceFailed(fh))) return this.unreadableAfterOpen(e, err, dest);
-          throw err;
-        }
-        const after = await fh.stat({ bigint: true });
-        stable = after.size === st.size && after.mtimeNs === st.mtimeNs && after.ctimeNs === st.ctimeNs;
-        if (res.sum !== undefined) e.sum = res.sum;
-        st = after;
-      }
-      if (!stable) {
-        e.changing = true;
-        this.stats.changing++;
-        this.emit({ event: 'warning', path: display(e.path), message: 'kept changing while being copied: stored as last read, flagged "changing" in the impl' });
-      }
-      e.since = this.name;
-      this.stats.copied++;
-      this.stats.bytesCopied += e.size;
-      this.progress.copied++;
-      this.progress.bytesCopied += e.size;
-      await this.addToDiff(e.path);
-      return true;
-    } finally {
-      await fh.close();
     }
-  }
-
-  private async sourceFailed(fh: fsp.FileHandle): Promise<boolean> {
-    try {
-      await fh.read(Buffer.alloc(1), 0, 1, 0);
-      return false;
-    } catch {
-      return true;
-    }
-  }
-
-  private async unreadableAfterOpen(e: Entry, err: unknown, dest: Buffer): Promise<boolean> {
-    await this.store.remove(dest);
-    this.unreadable(e, err);
-    return false;
+    e.since = this.name;
+    this.stats.copied++;
+    this.stats.bytesCopied += e.size;
+    this.progress.copied++;
+    this.progress.bytesCopied += e.size;
+    await this.addToDiff(e.path);
+    return true;
   }
 
   private async addToDiff(p: Buffer): Promise<void> {
     await this.diffDir(parent(p));
     await this.store.link(join(this.tree, p), join(this.diff, p));
+  }
+
+  /** Work wrapped for the ordered queue: the entry is kept when `work` resolves to true. */
+  static job(work: Promise<boolean>): { job: Job; decide: Decide } {
+    const job = new PromiseJob(work);
+    return { job, decide: () => job.value === true };
   }
 
   private diffDir(p: Buffer): Promise<void> {

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
@@ -8,9 +9,27 @@ import { typeOfMode } from '../../manifest/entry.js';
 import { splitNs } from '../../manifest/time.js';
 import { copyFd } from '../../util/sparse-copy.js';
 import { createHasher, type HashAlgo } from '../../util/hash.js';
-import type { FileMeta, LocalSource, Store, StoreCaps, StoreStat } from '../store.js';
+import { SourceError, type FileMeta, type LocalSource, type PutResult, type SourceState, type Store, type StoreCaps, type StoreStat } from '../store.js';
+
+function stateAt(r: Float64Array, i: number): SourceState {
+  return { size: r[i]!, mtime: BigInt(r[i + 1]!) * 1_000_000_000n + BigInt(r[i + 2]!), ctime: BigInt(r[i + 3]!) * 1_000_000_000n + BigInt(r[i + 4]!), ino: r[i + 5]! };
+}
+
+function bigState(st: fs.BigIntStats): SourceState {
+  return { size: Number(st.size), mtime: st.mtimeNs, ctime: st.ctimeNs, ino: Number(st.ino) };
+}
+
+async function readFails(fh: fsp.FileHandle): Promise<boolean> {
+  try {
+    await fh.read(Buffer.alloc(1), 0, 1, 0);
+    return false;
+  } catch {
+    return true;
+  }
+}
 
 const { O_RDONLY, O_NOFOLLOW, O_WRONLY, O_CREAT, O_EXCL } = fs.constants;
+const ERRNO_NAMES = new Map(Object.entries(os.constants.errno).map(([k, v]) => [v, k]));
 
 /** A store in a local folder (the first tier: hard-link snapshots on the same volume). */
 export class LocalStore implements Store {
@@ -104,28 +123,56 @@ export class LocalStore implements Store {
     }
   }
 
-  async putFile(p: Buffer, src: LocalSource, meta: FileMeta, hash?: HashAlgo): Promise<{ sum?: string }> {
+  async putFile(p: Buffer, src: LocalSource, meta: FileMeta, hash?: HashAlgo): Promise<PutResult> {
     const dest = this.abs(p);
-    let sum: string | undefined;
-    if (!hash && !src.sparse) {
-      // copy_file_range in the kernel (or a reflink): the fastest path when nothing must see the bytes.
-      await fsp.copyFile(`/proc/self/fd/${src.fd}`, dest, fs.constants.COPYFILE_EXCL);
-    } else {
-      const hasher = hash ? createHasher(hash) : undefined;
-      const fh = await fsp.open(dest, O_WRONLY | O_CREAT | O_EXCL, 0o600);
-      try {
-        await copyFd(src.fd, fh.fd, src.size, src.sparse, hasher);
-      } finally {
-        await fh.close();
+    if (!hash) {
+      // One thread-pool job does open, copy_file_range (holes kept), owner, mode and times.
+      const [s, ns] = splitNs(meta.mtime ?? 0n);
+      const chown = this.caps.ownership && meta.uid !== undefined && meta.gid !== undefined;
+      const r = await native.copyIn(src.path, dest, (src.sparse ? 1 : 0) | (chown ? 2 : 0), meta.mode ?? 0o600, meta.uid ?? 0, meta.gid ?? 0, s, ns);
+      if (r[0] !== 0) {
+        const code = ERRNO_NAMES.get(r[1]!) ?? `E${r[1]}`;
+        if (r[0] === 1) throw new SourceError(code, `${code}: cannot read ${src.path.toString()}`);
+        throw Object.assign(new Error(`${code}: cannot write ${dest.toString()} in the store`), { code });
       }
-      sum = hasher?.digest();
+      return { before: stateAt(r, 3), after: stateAt(r, 10) };
     }
-    await this.setMeta(p, meta);
-    return sum === undefined ? {} : { sum };
+    return this.putFileHashed(dest, p, src, meta, hash);
   }
 
-  mkdir(p: Buffer, mode: number): Promise<void> {
-    return fsp.mkdir(this.abs(p), { mode }).then(() => undefined);
+  private async putFileHashed(dest: Buffer, p: Buffer, src: LocalSource, meta: FileMeta, hash: HashAlgo): Promise<PutResult> {
+    let fh: fsp.FileHandle;
+    try {
+      fh = await fsp.open(src.path, O_RDONLY | O_NOFOLLOW);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+      throw new SourceError(code, (err as Error).message);
+    }
+    try {
+      const st0 = await fh.stat({ bigint: true });
+      if (!st0.isFile()) throw new SourceError('EINVAL', `${src.path.toString()} is no longer a regular file`);
+      const hasher = createHasher(hash);
+      const out = await fsp.open(dest, O_WRONLY | O_CREAT | O_EXCL, 0o600);
+      try {
+        await copyFd(fh.fd, out.fd, Number(st0.size), src.sparse, hasher);
+      } catch (err) {
+        await out.close();
+        await fsp.rm(dest, { force: true });
+        if (await readFails(fh)) throw new SourceError((err as NodeJS.ErrnoException).code ?? 'EIO', (err as Error).message);
+        throw err;
+      }
+      await out.close();
+      await this.setMeta(p, meta);
+      const st1 = await fh.stat({ bigint: true });
+      return { sum: hasher.digest(), before: bigState(st0), after: bigState(st1) };
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async mkdir(p: Buffer, mode: number): Promise<void> {
+    // Synchronous: a local mkdir is cheaper than a thread-pool round trip.
+    fs.mkdirSync(this.abs(p), { mode });
   }
 
   symlink(target: Buffer, p: Buffer): Promise<void> {
@@ -134,6 +181,22 @@ export class LocalStore implements Store {
 
   link(existing: Buffer, p: Buffer): Promise<void> {
     return fsp.link(this.abs(existing), this.abs(p));
+  }
+
+  async linkMany(pairs: [Buffer, Buffer][]): Promise<(string | null)[]> {
+    let len = 0;
+    for (const [a, c] of pairs) len += a.length + c.length + 2;
+    const buf = Buffer.allocUnsafe(len);
+    let off = 0;
+    for (const [a, c] of pairs) {
+      off += a.copy(buf, off);
+      buf[off++] = 0;
+      off += c.copy(buf, off);
+      buf[off++] = 0;
+    }
+    const results = new Int32Array(pairs.length);
+    await native.linkBatch(this.root, buf, pairs.length, results);
+    return Array.from(results, (e) => (e === 0 ? null : (ERRNO_NAMES.get(e) ?? `E${e}`)));
   }
 
   rename(from: Buffer, to: Buffer): Promise<void> {
