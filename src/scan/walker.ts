@@ -96,6 +96,12 @@ interface StatLike {
   ctime: bigint;
 }
 
+function unpooled(b: Buffer): Buffer {
+  const out = Buffer.allocUnsafeSlow(b.length);
+  b.copy(out);
+  return out;
+}
+
 function ns(sec: number, nsec: number): bigint {
   return BigInt(sec) * 1_000_000_000n + BigInt(nsec);
 }
@@ -156,6 +162,7 @@ export function* walk(opts: WalkOptions): Generator<WalkItem> {
         item.linkTo = first;
       } else {
         e.hardlink = nextGroup++;
+        e.path = unpooled(e.path); // held until the walk ends: must not pin a pool slab
         groups.set(key, e);
       }
     }

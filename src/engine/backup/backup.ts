@@ -173,7 +173,9 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     queue = new OrderedQueue((e) => iw.write(e), 1024);
     prevImpl = await PreviousImpl.open(store, previous, emit);
     const counts = newCounts();
-    const dirs: Entry[] = [];
+    // Directory metadata is applied at the end (adding entries changes a directory's mtime). Paths
+    // are kept as latin1 strings: a small pooled Buffer would pin its whole 8 KiB pool slab.
+    const dirs: { path: string; mode: number; uid: number; gid: number; mtime: bigint }[] = [];
     const groupFirst = new Map<Entry, { job: Job; decide: Decide }>();
     progress.phase = 'backup';
 
@@ -195,7 +197,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       switch (e.type) {
         case 'dir':
           await writer.mkdir(e);
-          dirs.push(e);
+          dirs.push({ path: e.path.toString('latin1'), mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime });
           break;
         case 'file':
           if (item.linkTo) {
@@ -225,7 +227,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     await queue.drain();
     for (let i = dirs.length - 1; i >= 0; i--) {
       const d = dirs[i]!;
-      await store.setMeta(join(tree, d.path), { mode: d.mode, uid: d.uid, gid: d.gid, mtime: d.mtime });
+      await store.setMeta(join(tree, Buffer.from(d.path, 'latin1')), { mode: d.mode, uid: d.uid, gid: d.gid, mtime: d.mtime });
     }
     const durationMs = Date.now() - t0;
     const summary: SnapshotSummary = {

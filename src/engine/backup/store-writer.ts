@@ -15,13 +15,14 @@ class LinkBatch implements Job {
   settled = false;
   failure?: unknown;
   codes: (string | null)[] = [];
-  private readonly pairs: [Buffer, Buffer][] = [];
+  private pairs: [Buffer, Buffer][] = [];
+  private count = 0;
   private sent: Promise<void> | null = null;
 
   constructor(private readonly store: Store) {}
 
   get size(): number {
-    return this.pairs.length;
+    return this.count;
   }
 
   get isSent(): boolean {
@@ -30,17 +31,21 @@ class LinkBatch implements Job {
 
   add(from: Buffer, to: Buffer): number {
     if (this.sent) throw new Error('internal: link added to a batch already sent');
+    this.count++;
     return this.pairs.push([from, to]) - 1;
   }
 
   code(i: number): string | null {
     const c = this.codes[i];
-    if (c === undefined) throw new Error(`internal: no result for link ${i} of ${this.pairs.length}`);
+    if (c === undefined) throw new Error(`internal: no result for link ${i} of ${this.count}`);
     return c;
   }
 
   send(): Promise<void> {
-    this.sent ??= this.store.linkMany!(this.pairs).then(
+    if (this.sent) return this.sent;
+    const pairs = this.pairs;
+    this.pairs = []; // entries waiting on this batch keep it alive: do not keep the paths too
+    this.sent = this.store.linkMany!(pairs).then(
       (codes) => {
         this.codes = codes;
         this.settled = true;
