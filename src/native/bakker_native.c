@@ -21,6 +21,8 @@
 #include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/xattr.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <dirent.h>
 #include <limits.h>
@@ -176,6 +178,16 @@ typedef struct {
   int open_errno;
 } link_batch_t;
 
+/*
+ * Thread-pool threads running bulk work (links, copies) yield the CPU to the main thread, which
+ * walks the source and feeds them: on a machine with few cores the walk is the critical path.
+ */
+static void thread_nice(int nice) {
+  static __thread int current = 0;
+  if (current != nice && setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice) == 0) current = nice;
+}
+static void lower_priority_once(void) { thread_nice(5); }
+
 /* An open directory, reused while consecutive pairs stay in it (saves a path walk per link). */
 typedef struct { int fd; size_t len; char path[PATH_MAX_BYTES]; } dir_cache_t;
 
@@ -202,6 +214,7 @@ static int link_one(int root, dir_cache_t *from_dir, dir_cache_t *to_dir, const 
 static void link_batch_execute(napi_env env, void *data) {
   (void)env;
   link_batch_t *b = data;
+  lower_priority_once();
   int dfd = open(b->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) { b->open_errno = errno; return; }
   dir_cache_t *from_dir = malloc(sizeof *from_dir), *to_dir = malloc(sizeof *to_dir);
@@ -340,6 +353,7 @@ static void copy_execute(napi_env env, void *data) {
   (void)env;
   copy_job_t *j = data;
   double *o = j->out;
+  lower_priority_once();
   int in = open(j->src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
   if (in < 0 && errno == EPERM) in = open(j->src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   if (in < 0) { o[0] = 1; o[1] = errno; return; }
@@ -417,22 +431,31 @@ static napi_value copy_in(napi_env env, napi_callback_info info) {
 }
 
 /*
- * scanDir(dir) -> [names, stats]: one directory's entries, sorted by name bytes, lstat'ed with
- * fstatat. `names` holds "name\0" for each; `stats` SCAN_FIELDS doubles per entry:
+ * scanDir(dir) -> Promise<[names, stats]>: one directory's entries, sorted by name bytes,
+ * lstat'ed with fstatat, all on the thread pool (the caller keeps working meanwhile).
+ * `names` holds "name\0" for each; `stats` SCAN_FIELDS doubles per entry:
  * mode uid gid size blocks ino dev nlink rdev mtS mtNs ctS ctNs xattrListBytes statErrno.
- * xattrListBytes is llistxattr's size (0: none; -1: could not tell). Throws when the
- * directory cannot be read.
+ * xattrListBytes is llistxattr's size (0: none; -1: could not tell). Rejects (with .code) when
+ * the directory cannot be read.
  */
 #define SCAN_FIELDS 15
 static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-static napi_value scan_dir(napi_env env, napi_callback_info info) {
-  size_t argc = 1; napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
   char path[PATH_MAX_BYTES];
-  if (!get_path(env, argv[0], path, sizeof path)) return NULL;
-  DIR *d = opendir(path);
-  if (!d) return throw_errno(env, errno, "opendir", path);
+  char *names; size_t names_len;
+  double *stats; size_t count;
+  int err; const char *syscall;
+} scan_job_t;
+
+static void scan_execute(napi_env env, void *data) {
+  (void)env;
+  scan_job_t *j = data;
+  thread_nice(0); /* the walk waits for scans: they are the critical path (needs root to undo a nice) */
+  DIR *d = opendir(j->path);
+  if (!d) { j->err = errno; j->syscall = "opendir"; return; }
   size_t cap = 64, n = 0, bytes = 0;
   char **names = malloc(cap * sizeof *names);
   struct dirent *de;
@@ -444,30 +467,28 @@ static napi_value scan_dir(napi_env env, napi_callback_info info) {
     bytes += strlen(de->d_name) + 1;
   }
   if (errno) {
-    int e = errno;
+    j->err = errno; j->syscall = "readdir";
     for (size_t i = 0; i < n; i++) free(names[i]);
     free(names); closedir(d);
-    return throw_errno(env, e, "readdir", path);
+    return;
   }
   qsort(names, n, sizeof *names, cmp_names);
-  napi_value jnames, ab, jstats, result;
-  void *nbuf, *sbuf;
-  napi_create_buffer(env, bytes ? bytes : 1, &nbuf, &jnames);
-  napi_create_arraybuffer(env, (n ? n : 1) * SCAN_FIELDS * sizeof(double), &sbuf, &ab);
-  napi_create_typedarray(env, napi_float64_array, n * SCAN_FIELDS, ab, 0, &jstats);
+  j->names = malloc(bytes ? bytes : 1);
+  j->names_len = bytes;
+  j->stats = calloc(n ? n : 1, SCAN_FIELDS * sizeof(double));
+  j->count = n;
   int dfd = dirfd(d);
-  size_t plen = strlen(path);
+  size_t plen = strlen(j->path);
   char full[PATH_MAX_BYTES];
-  memcpy(full, path, plen);
+  memcpy(full, j->path, plen);
   full[plen] = '/';
-  char *np = nbuf;
-  double *o = sbuf;
+  char *np = j->names;
+  double *o = j->stats;
   for (size_t i = 0; i < n; i++, o += SCAN_FIELDS) {
     size_t len = strlen(names[i]);
     memcpy(np, names[i], len + 1);
     np += len + 1;
     struct stat st;
-    memset(o, 0, SCAN_FIELDS * sizeof(double));
     if (fstatat(dfd, names[i], &st, AT_SYMLINK_NOFOLLOW) != 0) { o[14] = errno; free(names[i]); continue; }
     o[0] = st.st_mode; o[1] = st.st_uid; o[2] = st.st_gid; o[3] = (double)st.st_size; o[4] = (double)st.st_blocks;
     o[5] = (double)st.st_ino; o[6] = (double)st.st_dev; o[7] = (double)st.st_nlink; o[8] = (double)st.st_rdev;
@@ -481,10 +502,49 @@ static napi_value scan_dir(napi_env env, napi_callback_info info) {
   }
   free(names);
   closedir(d);
-  napi_create_array_with_length(env, 2, &result);
-  napi_set_element(env, result, 0, jnames);
-  napi_set_element(env, result, 1, jstats);
-  return result;
+}
+
+static void scan_complete(napi_env env, napi_status status, void *data) {
+  scan_job_t *j = data;
+  (void)status;
+  if (j->err) {
+    const char *name = strerrorname_np(j->err);
+    char msg[PATH_MAX_BYTES + 256];
+    snprintf(msg, sizeof msg, "%s: %s, %s '%s'", name ? name : "EUNKNOWN", strerror(j->err), j->syscall, j->path);
+    napi_value jmsg, jerr, jcode;
+    napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &jmsg);
+    napi_create_error(env, NULL, jmsg, &jerr);
+    napi_create_string_utf8(env, name ? name : "EUNKNOWN", NAPI_AUTO_LENGTH, &jcode);
+    napi_set_named_property(env, jerr, "code", jcode);
+    napi_reject_deferred(env, j->deferred, jerr);
+  } else {
+    napi_value jnames, ab, jstats, result;
+    void *nbuf, *sbuf;
+    napi_create_buffer_copy(env, j->names_len, j->names_len ? j->names : "", &nbuf, &jnames);
+    napi_create_arraybuffer(env, (j->count ? j->count : 1) * SCAN_FIELDS * sizeof(double), &sbuf, &ab);
+    memcpy(sbuf, j->stats, j->count * SCAN_FIELDS * sizeof(double));
+    napi_create_typedarray(env, napi_float64_array, j->count * SCAN_FIELDS, ab, 0, &jstats);
+    napi_create_array_with_length(env, 2, &result);
+    napi_set_element(env, result, 0, jnames);
+    napi_set_element(env, result, 1, jstats);
+    napi_resolve_deferred(env, j->deferred, result);
+  }
+  free(j->names); free(j->stats);
+  napi_delete_async_work(env, j->work);
+  free(j);
+}
+
+static napi_value scan_dir(napi_env env, napi_callback_info info) {
+  size_t argc = 1; napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  scan_job_t *j = calloc(1, sizeof *j);
+  if (!get_path(env, argv[0], j->path, sizeof j->path)) { free(j); return NULL; }
+  napi_value promise, name;
+  napi_create_promise(env, &j->deferred, &promise);
+  napi_create_string_utf8(env, "bakker.scanDir", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, scan_execute, scan_complete, j, &j->work);
+  napi_queue_async_work(env, j->work);
+  return promise;
 }
 
 static napi_value init(napi_env env, napi_value exports) {

@@ -20,7 +20,7 @@ export interface WalkOptions {
   ids?: IdNames;
 }
 
-/** What the walk yields, in walk order (depth first, names sorted by bytes). */
+/** What the walk yields (in batches), in walk order (depth first, names sorted by bytes). */
 export type WalkItem =
   | {
       kind: 'entry';
@@ -80,6 +80,8 @@ const byName = (a: Node, b: Node) => Buffer.compare(a.name, b.name);
 
 /** Must match SCAN_FIELDS in src/native/bakker_native.c. */
 const SCAN_FIELDS = 15;
+/** Subdirectory scans started ahead of the walk. */
+const PREFETCH = 8;
 const ENOENT = 2;
 
 interface StatLike {
@@ -123,11 +125,11 @@ function fromBigStats(st: fs.BigIntStats): StatLike {
 }
 
 /**
- * The sorted walk. Synchronous calls (readdir, lstat, llistxattr) are several times faster
- * than promise-based ones for this many small metadata calls (docs/PERFORMANCE.md).
- * Memory: the names of one directory per level, plus inodes of hard-link groups.
+ * The sorted walk. Each directory is listed and lstat'ed in one native call on the thread pool
+ * (docs/PERFORMANCE.md), ahead of need. Memory: one directory's entries per level, a few
+ * prefetched listings, and the first member of each hard-link group.
  */
-export function* walk(opts: WalkOptions): Generator<WalkItem> {
+export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
   const ids = opts.ids ?? new IdNames();
   const groups = new Map<string, Entry>();
   let nextGroup = 1;
@@ -169,19 +171,20 @@ export function* walk(opts: WalkOptions): Generator<WalkItem> {
     return item;
   }
 
-  function* entryAt(rel: Buffer, abs: Buffer, followIfNotDir: boolean): Generator<WalkItem, (WalkItem & { kind: 'entry' }) | undefined> {
+  /** Yields the entry at `abs` (a source or an ancestor of one), after any warning about it. */
+  function* entryAt(rel: Buffer, abs: Buffer, followIfNotDir: boolean): Generator<WalkItem> {
     let st: fs.BigIntStats | undefined;
     try {
       st = fs.lstatSync(abs, { bigint: true, throwIfNoEntry: false });
       if (st && followIfNotDir && !st.isDirectory()) st = fs.statSync(abs, { bigint: true });
     } catch (err) {
       yield { kind: 'warning', path: rel, message: `cannot stat: ${(err as Error).message}`, unreadable: true };
-      return undefined;
+      return;
     }
-    if (!st) return undefined; // vanished since readdir: nothing to back up
+    if (!st) return; // vanished: nothing to back up
     const r = finish(makeEntry(rel, abs, fromBigStats(st)), true);
     if (r.warning) yield r.warning;
-    return r.item;
+    if (r.item) yield r.item;
   }
 
   /** Adds what lstat does not give: a symlink's target, xattrs and ACLs. */
@@ -205,15 +208,30 @@ export function* walk(opts: WalkOptions): Generator<WalkItem> {
     return { item };
   }
 
-  function* walkDir(rel: Buffer, abs: Buffer, rootDev: number): Generator<WalkItem> {
+  /** Starts scanning a directory on the thread pool; the promise never rejects unhandled. */
+  function scan(abs: Buffer): Promise<[Buffer, Float64Array]> {
+    const p = native.scanDir(abs);
+    p.catch(() => undefined);
+    return p;
+  }
+
+  /**
+   * Walks one directory whose scan is under way. Yields its entries in batches (a batch ends
+   * where the walk descends), so the caller pays no promise per entry. Scans of upcoming
+   * subdirectories are started ahead (PREFETCH at a time) so the thread pool lists and
+   * lstat's them while the caller works.
+   */
+  async function* walkDir(rel: Buffer, abs: Buffer, rootDev: number, listing: Promise<[Buffer, Float64Array]>): AsyncGenerator<WalkItem[]> {
     let names: Buffer;
     let stats: Float64Array;
     try {
-      [names, stats] = native.scanDir(abs);
+      [names, stats] = await listing;
     } catch (err) {
-      yield { kind: 'warning', path: rel, message: `cannot list directory: ${(err as Error).message}`, unreadable: true };
+      yield [{ kind: 'warning', path: rel, message: `cannot list directory: ${(err as Error).message}`, unreadable: true }];
       return;
     }
+    const items: WalkItem[] = [];
+    const subdirs: number[] = [];
     let off = 0;
     for (let o = 0; o < stats.length; o += SCAN_FIELDS) {
       const end = names.indexOf(0, off);
@@ -222,7 +240,7 @@ export function* walk(opts: WalkOptions): Generator<WalkItem> {
       const childRel = join(rel, name);
       const statErrno = stats[o + 14]!;
       if (statErrno !== 0) {
-        if (statErrno !== ENOENT) yield { kind: 'warning', path: childRel, message: `cannot stat: errno ${statErrno}`, unreadable: true };
+        if (statErrno !== ENOENT) items.push({ kind: 'warning', path: childRel, message: `cannot stat: errno ${statErrno}`, unreadable: true });
         continue;
       }
       const mode = stats[o]!;
@@ -241,40 +259,60 @@ export function* walk(opts: WalkOptions): Generator<WalkItem> {
         mtime: ns(stats[o + 9]!, stats[o + 10]!),
         ctime: ns(stats[o + 11]!, stats[o + 12]!),
       };
-      const childAbs = join(abs, name);
-      const r = finish(makeEntry(childRel, childAbs, st), stats[o + 13] !== 0);
-      if (r.warning) yield r.warning;
-      const item = r.item;
-      if (!item) continue;
-      yield item;
-      if (isDir && (!opts.oneFileSystem || item.dev === rootDev)) yield* walkDir(childRel, childAbs, rootDev);
+      const r = finish(makeEntry(childRel, join(abs, name), st), stats[o + 13] !== 0);
+      if (r.warning) items.push(r.warning);
+      if (!r.item) continue;
+      items.push(r.item);
+      if (isDir && (!opts.oneFileSystem || r.item.dev === rootDev)) subdirs.push(items.length - 1);
     }
+    const scans = new Map<number, Promise<[Buffer, Float64Array]>>();
+    const prefetch = (k: number) => {
+      const idx = subdirs[k];
+      if (idx !== undefined && !scans.has(idx)) scans.set(idx, scan((items[idx] as WalkItem & { kind: 'entry' }).abs));
+    };
+    for (let k = 0; k < PREFETCH; k++) prefetch(k);
+    let start = 0;
+    for (let k = 0; k < subdirs.length; k++) {
+      const idx = subdirs[k]!;
+      yield items.slice(start, idx + 1);
+      start = idx + 1;
+      prefetch(k + PREFETCH);
+      const dir = items[idx] as WalkItem & { kind: 'entry' };
+      const listing = scans.get(idx)!;
+      scans.delete(idx);
+      yield* walkDir(dir.entry.path, dir.abs, rootDev, listing);
+    }
+    if (start < items.length) yield items.slice(start);
   }
 
-  function* walkNode(node: Node, rel: Buffer): Generator<WalkItem> {
+  async function* walkNode(node: Node, rel: Buffer): AsyncGenerator<WalkItem[]> {
     if (node.source) {
       const readFrom = Buffer.from(node.source.readFrom ?? node.source.path);
       let dev = 0;
       if (rel.length > 0) {
-        const item = yield* entryAt(rel, readFrom, false);
+        const got = [...entryAt(rel, readFrom, false)];
+        const item = got.find((g) => g.kind === 'entry');
         if (!item) {
-          yield { kind: 'warning', path: rel, message: 'source does not exist', unreadable: true };
+          yield [...got, { kind: 'warning', path: rel, message: 'source does not exist', unreadable: true }];
           return;
         }
-        yield item;
+        yield got;
         if (item.entry.type !== 'dir') return;
         dev = item.dev;
       } else dev = fs.statSync(readFrom).dev;
-      yield* walkDir(rel, readFrom, dev);
+      yield* walkDir(rel, readFrom, dev, scan(readFrom));
       return;
     }
     for (const child of [...node.children.values()].sort(byName)) {
       const childRel = join(rel, child.name);
       if (!child.source) {
         // An ancestor of a source: recorded (so restore recreates it with its metadata) but not walked.
-        const item = yield* entryAt(childRel, Buffer.from('/' + childRel.toString('latin1'), 'latin1'), true);
-        if (!item) continue;
-        yield item;
+        const got = [...entryAt(childRel, Buffer.from('/' + childRel.toString('latin1'), 'latin1'), true)];
+        if (!got.some((g) => g.kind === 'entry')) {
+          if (got.length) yield got;
+          continue;
+        }
+        yield got;
       }
       yield* walkNode(child, childRel);
     }

@@ -105,11 +105,11 @@ export interface Store {
   /** Hard link `existing` as `p`; does not follow symlinks. */
   link(existing: Buffer, p: Buffer): Promise<void>;
   /**
-   * Optional: many hard links at once, each exactly like link(). Resolves to one entry per
-   * pair: null when linked, else the error code (ENOENT, EEXIST, ...). Stores where a round
-   * trip or a thread hop per link is the cost implement it.
+   * Optional: many hard links at once, `fromDir/rel` as `toDir/rel` for each rel, each exactly
+   * like link(). Resolves to one entry per rel: null when linked, else the error code (ENOENT,
+   * EEXIST, ...). Stores where a round trip or a thread hop per link is the cost implement it.
    */
-  linkMany?(pairs: [existing: Buffer, p: Buffer][]): Promise<(string | null)[]>;
+  linkMany?(fromDir: Buffer, toDir: Buffer, rels: Buffer[]): Promise<(string | null)[]>;
   /** Renames, replacing `to` when it is a file or symlink (atomic where caps.atomicRename). */
   rename(from: Buffer, to: Buffer): Promise<void>;
   /** Applies what `meta` holds; symlinks take only owner and times. */

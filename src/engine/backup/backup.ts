@@ -179,7 +179,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     const groupFirst = new Map<Entry, { job: Job; decide: Decide }>();
     progress.phase = 'backup';
 
-    for (const item of walk({ sources: opts.sources, exclude: opts.exclude, oneFileSystem: opts.oneFileSystem })) {
+    for await (const batch of walk({ sources: opts.sources, exclude: opts.exclude, oneFileSystem: opts.oneFileSystem })) for (const item of batch) {
       if (item.kind === 'warning') {
         counts.warnings++;
         if (item.unreadable) writer.stats.unreadable++;
@@ -337,7 +337,7 @@ async function dryRun(opts: BackupOptions, emit: Emit, progress: Progress, now: 
   const counts = newCounts();
   let bytesToCopy = 0;
   try {
-    for (const item of walk({ sources: opts.sources, exclude: opts.exclude, oneFileSystem: opts.oneFileSystem })) {
+    for await (const batch of walk({ sources: opts.sources, exclude: opts.exclude, oneFileSystem: opts.oneFileSystem })) for (const item of batch) {
       if (item.kind === 'warning') {
         counts.warnings++;
         emit({ event: 'warning', path: display(item.path), message: item.message });

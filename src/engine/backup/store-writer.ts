@@ -15,11 +15,15 @@ class LinkBatch implements Job {
   settled = false;
   failure?: unknown;
   codes: (string | null)[] = [];
-  private pairs: [Buffer, Buffer][] = [];
+  private rels: Buffer[] = [];
   private count = 0;
   private sent: Promise<void> | null = null;
 
-  constructor(private readonly store: Store) {}
+  constructor(
+    private readonly store: Store,
+    private readonly fromDir: Buffer,
+    private readonly toDir: Buffer,
+  ) {}
 
   get size(): number {
     return this.count;
@@ -29,10 +33,10 @@ class LinkBatch implements Job {
     return this.sent !== null;
   }
 
-  add(from: Buffer, to: Buffer): number {
+  add(rel: Buffer): number {
     if (this.sent) throw new Error('internal: link added to a batch already sent');
     this.count++;
-    return this.pairs.push([from, to]) - 1;
+    return this.rels.push(rel) - 1;
   }
 
   code(i: number): string | null {
@@ -43,9 +47,9 @@ class LinkBatch implements Job {
 
   send(): Promise<void> {
     if (this.sent) return this.sent;
-    const pairs = this.pairs;
-    this.pairs = []; // entries waiting on this batch keep it alive: do not keep the paths too
-    this.sent = this.store.linkMany!(pairs).then(
+    const rels = this.rels;
+    this.rels = []; // entries waiting on this batch keep it alive: do not keep the paths too
+    this.sent = this.store.linkMany!(this.fromDir, this.toDir, rels).then(
       (codes) => {
         this.codes = codes;
         this.settled = true;
@@ -121,11 +125,11 @@ export class StoreWriter {
 
   private batch: LinkBatch | null = null;
 
-  /** Queues a link; the returned batch settles once it is done (see flushLinks). */
-  private queueLink(from: Buffer, to: Buffer): { batch: LinkJob; index: number } {
+  /** Queues the link of `rel` from the previous snapshot; the batch settles once done (see flushLinks). */
+  private queueLink(rel: Buffer): { batch: LinkJob; index: number } {
     if (!this.store.linkMany) {
       const job = new PromiseJob(
-        this.store.link(from, to).then(
+        this.store.link(join(this.prevTree!, rel), join(this.tree, rel)).then(
           () => null,
           (err) => {
             if (errnoCode(err) === 'ENOENT') return 'ENOENT';
@@ -136,9 +140,9 @@ export class StoreWriter {
       return { batch: { job, code: () => job.value ?? null }, index: 0 };
     }
     // A batch already sent (someone waited on it early) takes no more links.
-    if (!this.batch || this.batch.isSent) this.batch = new LinkBatch(this.store);
+    if (!this.batch || this.batch.isSent) this.batch = new LinkBatch(this.store, this.prevTree!, this.tree);
     const b = this.batch;
-    const index = b.add(from, to);
+    const index = b.add(rel);
     if (b.size >= LINK_BATCH) this.flushLinks();
     return { batch: { job: b, code: (i) => b.code(i) }, index };
   }
@@ -156,7 +160,7 @@ export class StoreWriter {
   reuse(e: Entry, prev: Entry, fallback: () => Promise<boolean>): { job: Job; decide: Decide } {
     e.since = prev.since ?? this.name;
     if (prev.sum !== undefined) e.sum = prev.sum;
-    const { batch, index } = this.queueLink(join(this.prevTree!, e.path), join(this.tree, e.path));
+    const { batch, index } = this.queueLink(e.path);
     const decide: Decide = () => {
       const code = batch.code(index);
       if (code === null) {

@@ -183,19 +183,23 @@ export class LocalStore implements Store {
     return fsp.link(this.abs(existing), this.abs(p));
   }
 
-  async linkMany(pairs: [Buffer, Buffer][]): Promise<(string | null)[]> {
+  async linkMany(fromDir: Buffer, toDir: Buffer, rels: Buffer[]): Promise<(string | null)[]> {
     let len = 0;
-    for (const [a, c] of pairs) len += a.length + c.length + 2;
-    const buf = Buffer.allocUnsafe(len);
+    for (const r of rels) len += fromDir.length + toDir.length + 2 * r.length + 4;
+    const buf = Buffer.allocUnsafeSlow(len);
     let off = 0;
-    for (const [a, c] of pairs) {
-      off += a.copy(buf, off);
+    for (const r of rels) {
+      off += fromDir.copy(buf, off);
+      buf[off++] = 0x2f;
+      off += r.copy(buf, off);
       buf[off++] = 0;
-      off += c.copy(buf, off);
+      off += toDir.copy(buf, off);
+      buf[off++] = 0x2f;
+      off += r.copy(buf, off);
       buf[off++] = 0;
     }
-    const results = new Int32Array(pairs.length);
-    await native.linkBatch(this.root, buf, pairs.length, results);
+    const results = new Int32Array(rels.length);
+    await native.linkBatch(this.root, buf, rels.length, results);
     return Array.from(results, (e) => (e === 0 ? null : (ERRNO_NAMES.get(e) ?? `E${e}`)));
   }
 
