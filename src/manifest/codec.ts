@@ -2,7 +2,7 @@ import { isUtf8 } from 'node:buffer';
 import { BakkerError } from '../errors.js';
 import { display } from '../util/bpath.js';
 import type { Entry, EntryType } from './entry.js';
-import { formatNs, parseNs } from './time.js';
+import { isNsTime, type NsTime } from './time.js';
 
 /** Version of the impl and of the store layout. Bump on any incompatible change (docs/FORMAT.md). */
 export const FORMAT_VERSION = 1;
@@ -30,11 +30,6 @@ export interface ImplTrailer {
 
 const TYPES = new Set<EntryType>(['file', 'dir', 'symlink', 'fifo', 'socket', 'char', 'block']);
 
-/** A byte string as a JSON value: a plain string when it is UTF-8, else {"b64": "..."}. */
-function bytesOut(b: Buffer): string | { b64: string } {
-  return isUtf8(b) ? b.toString('utf8') : { b64: b.toString('base64') };
-}
-
 function bytesIn(v: unknown, what: string, line: number): Buffer {
   if (typeof v === 'string') return Buffer.from(v, 'utf8');
   if (v && typeof v === 'object' && typeof (v as { b64?: unknown }).b64 === 'string') {
@@ -47,34 +42,33 @@ function implError(line: number, msg: string): BakkerError {
   return new BakkerError('IMPL', `impl line ${line}: ${msg}`);
 }
 
+const q = JSON.stringify;
+
+function bytesJson(b: Buffer): string {
+  return isUtf8(b) ? q(b.toString('utf8')) : `{"b64":"${b.toString('base64')}"}`;
+}
+
+/** One impl line (without the newline). Built by hand: this runs once per entry per backup. */
 export function encodeEntry(e: Entry): string {
-  const o: Record<string, unknown> = {
-    path: bytesOut(e.path),
-    type: e.type,
-    size: e.size,
-    mode: e.mode.toString(8).padStart(4, '0'),
-    uid: e.uid,
-    gid: e.gid,
-  };
-  if (e.user !== undefined) o.user = e.user;
-  if (e.group !== undefined) o.group = e.group;
-  o.mtime = formatNs(e.mtime);
-  o.ctime = formatNs(e.ctime);
-  if (e.target !== undefined) o.target = bytesOut(e.target);
-  if (e.rdev !== undefined) o.rdev = e.rdev;
-  if (e.hardlink !== undefined) o.hardlink = e.hardlink;
-  if (e.acl !== undefined) o.acl = e.acl;
-  if (e.dacl !== undefined) o.dacl = e.dacl;
+  let s = `{"path":${bytesJson(e.path)},"type":"${e.type}","size":${e.size},"mode":"${e.mode.toString(8).padStart(4, '0')}","uid":${e.uid},"gid":${e.gid}`;
+  if (e.user !== undefined) s += `,"user":${q(e.user)}`;
+  if (e.group !== undefined) s += `,"group":${q(e.group)}`;
+  s += `,"mtime":"${e.mtime}","ctime":"${e.ctime}"`;
+  if (e.target !== undefined) s += `,"target":${bytesJson(e.target)}`;
+  if (e.rdev !== undefined) s += `,"rdev":${e.rdev}`;
+  if (e.hardlink !== undefined) s += `,"hardlink":${e.hardlink}`;
+  if (e.acl !== undefined) s += `,"acl":${q(e.acl)}`;
+  if (e.dacl !== undefined) s += `,"dacl":${q(e.dacl)}`;
   if (e.xattrs !== undefined && e.xattrs.size > 0) {
     const x: Record<string, string> = {};
     for (const [k, v] of e.xattrs) x[k] = v.toString('base64');
-    o.xattrs = x;
+    s += `,"xattrs":${q(x)}`;
   }
-  if (e.sum !== undefined) o.sum = e.sum;
-  if (e.since !== undefined) o.since = e.since;
-  if (e.sparse) o.sparse = true;
-  if (e.changing) o.changing = true;
-  return JSON.stringify(o);
+  if (e.sum !== undefined) s += `,"sum":${q(e.sum)}`;
+  if (e.since !== undefined) s += `,"since":${q(e.since)}`;
+  if (e.sparse) s += ',"sparse":true';
+  if (e.changing) s += ',"changing":true';
+  return s + '}';
 }
 
 function num(o: Record<string, unknown>, k: string, line: number): number {
@@ -83,11 +77,10 @@ function num(o: Record<string, unknown>, k: string, line: number): number {
   return v;
 }
 
-function ns(o: Record<string, unknown>, k: string, line: number): bigint {
+function ns(o: Record<string, unknown>, k: string, line: number): NsTime {
   const v = o[k];
-  const parsed = typeof v === 'string' ? parseNs(v) : null;
-  if (parsed === null) throw implError(line, `"${k}" must be "seconds.nanoseconds"`);
-  return parsed;
+  if (!isNsTime(v)) throw implError(line, `"${k}" must be "seconds.nanoseconds"`);
+  return v;
 }
 
 function optStr(o: Record<string, unknown>, k: string, line: number): string | undefined {

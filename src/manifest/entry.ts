@@ -1,3 +1,5 @@
+import type { NsTime } from './time.js';
+
 /**
  * One impl record: everything bakker knows about one source entry. The impl is the truth for
  * metadata; the snapshot tree is the truth for content (see docs/FORMAT.md).
@@ -14,9 +16,9 @@ export interface Entry {
   gid: number;
   user?: string;
   group?: string;
-  /** Nanoseconds since the epoch. */
-  mtime: bigint;
-  ctime: bigint;
+  /** "seconds.nanoseconds" (see manifest/time.ts). */
+  mtime: NsTime;
+  ctime: NsTime;
   target?: Buffer;
   /** Device number for char/block nodes. */
   rdev?: number;

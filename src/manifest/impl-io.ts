@@ -111,7 +111,8 @@ export class ImplWriter {
   count = 0;
 
   constructor(store: Store, p: Buffer, header: ImplHeader) {
-    this.gzip = zlib.createGzip({ level: 4 });
+    // Level 1: the impl is written on every run and read on the next; speed beats a few % of size.
+    this.gzip = zlib.createGzip({ level: 1 });
     const out = new PassThrough();
     this.gzip.pipe(out);
     this.done = store.writeFile(p, out).catch((err) => {

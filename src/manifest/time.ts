@@ -1,26 +1,38 @@
-/** Times in the impl are "seconds.nanoseconds" strings: exact, and readable with jq. */
-export function formatNs(ns: bigint): string {
-  const neg = ns < 0n;
-  const abs = neg ? -ns : ns;
-  const s = abs / 1_000_000_000n;
-  const f = abs % 1_000_000_000n;
-  return `${neg ? '-' : ''}${s}.${f.toString().padStart(9, '0')}`;
+/**
+ * Times are kept as "<seconds>.<nanoseconds>" strings, the two fields of a timespec with the
+ * nanoseconds always 9 digits ("1714000000.123456789"; "-1.500000000" is half a second before
+ * the epoch). Exact, readable with jq, compared with ===, and cheap: no BigInt per entry.
+ */
+export type NsTime = string;
+
+const RE = /^-?\d{1,15}\.\d{9}$/;
+
+export function nsTime(sec: number, nsec: number): NsTime {
+  const n = String(nsec);
+  return `${sec}.${n.length === 9 ? n : '000000000'.slice(n.length) + n}`;
 }
 
-export function parseNs(s: string): bigint | null {
-  const m = /^(-?)(\d{1,15})\.(\d{9})$/.exec(s);
-  if (!m) return null;
-  const v = BigInt(m[2]!) * 1_000_000_000n + BigInt(m[3]!);
-  return m[1] ? -v : v;
-}
-
-/** [seconds, nanoseconds] for utimensat. */
-export function splitNs(ns: bigint): [number, number] {
+export function fromBigNs(ns: bigint): NsTime {
   let s = ns / 1_000_000_000n;
   let f = ns % 1_000_000_000n;
   if (f < 0n) {
     f += 1_000_000_000n;
     s -= 1n;
   }
-  return [Number(s), Number(f)];
+  return nsTime(Number(s), Number(f));
+}
+
+export function isNsTime(s: unknown): s is NsTime {
+  return typeof s === 'string' && RE.test(s);
+}
+
+/** [seconds, nanoseconds] for utimensat. */
+export function splitNs(t: NsTime): [number, number] {
+  const dot = t.indexOf('.');
+  return [Number(t.slice(0, dot)), Number(t.slice(dot + 1))];
+}
+
+/** Whole seconds (what SFTP v3 keeps), same format. */
+export function truncateToSeconds(t: NsTime): NsTime {
+  return `${t.slice(0, t.indexOf('.'))}.000000000`;
 }

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { native } from '../native.js';
 import { typeOfMode, type Entry } from '../manifest/entry.js';
 import { join } from '../util/bpath.js';
+import { fromBigNs, nsTime, type NsTime } from '../manifest/time.js';
 import { aclToText, ACL_ACCESS, ACL_DEFAULT } from './acl.js';
 import type { Matcher } from './exclude.js';
 import { IdNames } from './ids.js';
@@ -94,8 +95,8 @@ interface StatLike {
   dev: number;
   nlink: number;
   rdev: number;
-  mtime: bigint;
-  ctime: bigint;
+  mtime: NsTime;
+  ctime: NsTime;
 }
 
 function unpooled(b: Buffer): Buffer {
@@ -104,9 +105,7 @@ function unpooled(b: Buffer): Buffer {
   return out;
 }
 
-function ns(sec: number, nsec: number): bigint {
-  return BigInt(sec) * 1_000_000_000n + BigInt(nsec);
-}
+
 
 function fromBigStats(st: fs.BigIntStats): StatLike {
   return {
@@ -119,8 +118,8 @@ function fromBigStats(st: fs.BigIntStats): StatLike {
     dev: Number(st.dev),
     nlink: Number(st.nlink),
     rdev: Number(st.rdev),
-    mtime: st.mtimeNs,
-    ctime: st.ctimeNs,
+    mtime: fromBigNs(st.mtimeNs),
+    ctime: fromBigNs(st.ctimeNs),
   };
 }
 
@@ -256,8 +255,8 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
         dev: stats[o + 6]!,
         nlink: stats[o + 7]!,
         rdev: stats[o + 8]!,
-        mtime: ns(stats[o + 9]!, stats[o + 10]!),
-        ctime: ns(stats[o + 11]!, stats[o + 12]!),
+        mtime: nsTime(stats[o + 9]!, stats[o + 10]!),
+        ctime: nsTime(stats[o + 11]!, stats[o + 12]!),
       };
       const r = finish(makeEntry(childRel, join(abs, name), st), stats[o + 13] !== 0);
       if (r.warning) items.push(r.warning);

@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { EntryType } from '../manifest/entry.js';
+import type { NsTime } from '../manifest/time.js';
 import type { HashAlgo } from '../util/hash.js';
 
 /**
@@ -30,7 +31,7 @@ export interface StoreStat {
   mode: number;
   uid: number;
   gid: number;
-  mtime: bigint;
+  mtime: NsTime;
   ino: number;
   nlink: number;
 }
@@ -39,8 +40,7 @@ export interface FileMeta {
   mode?: number;
   uid?: number;
   gid?: number;
-  /** ns since the epoch */
-  mtime?: bigint;
+  mtime?: NsTime;
 }
 
 /** A local source file to copy into the store; the store opens it (never following a symlink). */
@@ -53,8 +53,8 @@ export interface LocalSource {
 /** The source as the store saw it: `before` at open, `after` once copied. */
 export interface SourceState {
   size: number;
-  mtime: bigint;
-  ctime: bigint;
+  mtime: NsTime;
+  ctime: NsTime;
   ino: number;
 }
 

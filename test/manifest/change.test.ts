@@ -3,14 +3,14 @@ import assert from 'node:assert/strict';
 import { canReuse, classify } from '../../src/manifest/change.js';
 import type { Entry } from '../../src/manifest/entry.js';
 
-const f: Entry = { path: Buffer.from('a'), type: 'file', size: 10, mode: 0o644, uid: 1, gid: 1, mtime: 100n, ctime: 100n, since: 'S1' };
+const f: Entry = { path: Buffer.from('a'), type: 'file', size: 10, mode: 0o644, uid: 1, gid: 1, mtime: '100.000000000', ctime: '100.000000000', since: 'S1' };
 
 test('canReuse: only when type, size, mtime ns, mode and owner match', () => {
   const table: [Partial<Entry>, boolean][] = [
     [{}, true],
-    [{ ctime: 999n, acl: 'user::rw-', xattrs: new Map([['user.a', Buffer.from('x')]]) }, true],
+    [{ ctime: '999.000000000', acl: 'user::rw-', xattrs: new Map([['user.a', Buffer.from('x')]]) }, true],
     [{ size: 11 }, false],
-    [{ mtime: 101n }, false],
+    [{ mtime: '100.000000001' }, false],
     [{ mode: 0o600 }, false],
     [{ uid: 2 }, false],
     [{ gid: 2 }, false],

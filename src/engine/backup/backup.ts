@@ -3,6 +3,7 @@ import { BakkerError, errnoCode, errMessage } from '../../errors.js';
 import { canReuse } from '../../manifest/change.js';
 import { FORMAT_VERSION, type ImplHeader } from '../../manifest/codec.js';
 import type { Entry } from '../../manifest/entry.js';
+import type { NsTime } from '../../manifest/time.js';
 import { ImplReader, ImplWriter } from '../../manifest/impl-io.js';
 import type { Matcher } from '../../scan/exclude.js';
 import { walk, type SourceSpec } from '../../scan/walker.js';
@@ -175,7 +176,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     const counts = newCounts();
     // Directory metadata is applied at the end (adding entries changes a directory's mtime). Paths
     // are kept as latin1 strings: a small pooled Buffer would pin its whole 8 KiB pool slab.
-    const dirs: { path: string; mode: number; uid: number; gid: number; mtime: bigint }[] = [];
+    const dirs: { path: string; mode: number; uid: number; gid: number; mtime: NsTime }[] = [];
     const groupFirst = new Map<Entry, { job: Job; decide: Decide }>();
     progress.phase = 'backup';
 
@@ -225,6 +226,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     progress.phase = 'finishing';
     writer.flushLinks();
     await queue.drain();
+    await writer.finishDiff();
     for (let i = dirs.length - 1; i >= 0; i--) {
       const d = dirs[i]!;
       await store.setMeta(join(tree, Buffer.from(d.path, 'latin1')), { mode: d.mode, uid: d.uid, gid: d.gid, mtime: d.mtime });

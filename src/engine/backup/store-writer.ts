@@ -6,6 +6,7 @@ import { display, join, parent } from '../../util/bpath.js';
 import type { HashAlgo } from '../../util/hash.js';
 import { Semaphore } from '../../util/semaphore.js';
 import type { Emit, Progress } from '../events.js';
+import { fromBigNs } from '../../manifest/time.js';
 import { PromiseJob, type Decide, type Job } from './ordered-queue.js';
 
 const MAX_TRIES = 3;
@@ -77,8 +78,8 @@ function refresh(e: Entry, abs: Buffer): boolean {
   const st = fs.lstatSync(abs, { bigint: true, throwIfNoEntry: false });
   if (!st || !st.isFile()) return false;
   e.size = Number(st.size);
-  e.mtime = st.mtimeNs;
-  e.ctime = st.ctimeNs;
+  e.mtime = fromBigNs(st.mtimeNs);
+  e.ctime = fromBigNs(st.ctimeNs);
   e.mode = Number(st.mode) & 0o7777;
   e.uid = Number(st.uid);
   e.gid = Number(st.gid);
@@ -257,9 +258,33 @@ export class StoreWriter {
     return true;
   }
 
+  private diffRels: Buffer[] = [];
+  private readonly diffSent: Promise<void>[] = [];
+
+  /** Links new content into the diff folder, batched; finishDiff() waits for all of it. */
   private async addToDiff(p: Buffer): Promise<void> {
     await this.diffDir(parent(p));
-    await this.store.link(join(this.tree, p), join(this.diff, p));
+    if (!this.store.linkMany) return this.store.link(join(this.tree, p), join(this.diff, p));
+    this.diffRels.push(p);
+    if (this.diffRels.length >= LINK_BATCH) this.sendDiff();
+  }
+
+  private sendDiff(): void {
+    const rels = this.diffRels;
+    if (rels.length === 0) return;
+    this.diffRels = [];
+    const sent = this.store.linkMany!(this.tree, this.diff, rels).then((codes) => {
+      const bad = codes.findIndex((c) => c !== null);
+      if (bad >= 0) throw Object.assign(new Error(`${codes[bad]}: cannot link ${display(rels[bad]!)} into the diff folder`), { code: codes[bad] });
+    });
+    sent.catch(() => undefined);
+    this.diffSent.push(sent);
+  }
+
+  /** Sends the last diff links and waits for every one (a failure fails the run). */
+  async finishDiff(): Promise<void> {
+    this.sendDiff();
+    await Promise.all(this.diffSent);
   }
 
   /** Work wrapped for the ordered queue: the entry is kept when `work` resolves to true. */

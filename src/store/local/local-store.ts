@@ -6,17 +6,17 @@ import { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import { native } from '../../native.js';
 import { typeOfMode } from '../../manifest/entry.js';
-import { splitNs } from '../../manifest/time.js';
+import { fromBigNs, nsTime, splitNs } from '../../manifest/time.js';
 import { copyFd } from '../../util/sparse-copy.js';
 import { createHasher, type HashAlgo } from '../../util/hash.js';
 import { SourceError, type FileMeta, type LocalSource, type PutResult, type SourceState, type Store, type StoreCaps, type StoreStat } from '../store.js';
 
 function stateAt(r: Float64Array, i: number): SourceState {
-  return { size: r[i]!, mtime: BigInt(r[i + 1]!) * 1_000_000_000n + BigInt(r[i + 2]!), ctime: BigInt(r[i + 3]!) * 1_000_000_000n + BigInt(r[i + 4]!), ino: r[i + 5]! };
+  return { size: r[i]!, mtime: nsTime(r[i + 1]!, r[i + 2]!), ctime: nsTime(r[i + 3]!, r[i + 4]!), ino: r[i + 5]! };
 }
 
 function bigState(st: fs.BigIntStats): SourceState {
-  return { size: Number(st.size), mtime: st.mtimeNs, ctime: st.ctimeNs, ino: Number(st.ino) };
+  return { size: Number(st.size), mtime: fromBigNs(st.mtimeNs), ctime: fromBigNs(st.ctimeNs), ino: Number(st.ino) };
 }
 
 async function readFails(fh: fsp.FileHandle): Promise<boolean> {
@@ -62,7 +62,7 @@ export class LocalStore implements Store {
         mode: Number(st.mode) & 0o7777,
         uid: Number(st.uid),
         gid: Number(st.gid),
-        mtime: st.mtimeNs,
+        mtime: fromBigNs(st.mtimeNs),
         ino: Number(st.ino),
         nlink: Number(st.nlink),
       };
@@ -127,7 +127,7 @@ export class LocalStore implements Store {
     const dest = this.abs(p);
     if (!hash) {
       // One thread-pool job does open, copy_file_range (holes kept), owner, mode and times.
-      const [s, ns] = splitNs(meta.mtime ?? 0n);
+      const [s, ns] = splitNs(meta.mtime ?? '0.000000000');
       const chown = this.caps.ownership && meta.uid !== undefined && meta.gid !== undefined;
       const r = await native.copyIn(src.path, dest, (src.sparse ? 1 : 0) | (chown ? 2 : 0), meta.mode ?? 0o600, meta.uid ?? 0, meta.gid ?? 0, s, ns);
       if (r[0] !== 0) {
