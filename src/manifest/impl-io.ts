@@ -75,6 +75,37 @@ export class ImplReader {
     return this.lines[this.idx++]!;
   }
 
+  /**
+   * The next entry if it can be had without waiting: an Entry, null at the end, or undefined
+   * when more input must be read first (then call next()).
+   */
+  nextSync(): Entry | null | undefined {
+    for (;;) {
+      if (this.idx >= this.lines.length) return this.done ? null : undefined;
+      this.lineNo++;
+      const line = this.lines[this.idx++]!;
+      if (line === '') continue;
+      const e = this.decode(line);
+      if (e) return e;
+    }
+  }
+
+  private decode(line: string): Entry | undefined {
+    const d = decodeLine(line, this.lineNo);
+    if (d.kind === 'trailer') {
+      this.trailer = d.trailer;
+      return undefined;
+    }
+    if (d.kind === 'header') throw new BakkerError('IMPL', `impl ${this.name} line ${this.lineNo}: a second header`);
+    if (this.trailer) throw new BakkerError('IMPL', `impl ${this.name} line ${this.lineNo}: an entry after the trailer`);
+    const e = d.entry;
+    if (this.last && comparePaths(this.last, e.path) >= 0) {
+      throw new BakkerError('IMPL', `impl ${this.name} line ${this.lineNo}: ${display(e.path)} is out of order: the impl is corrupt or was altered`);
+    }
+    this.last = e.path;
+    return e;
+  }
+
   /** The next entry in walk order, or null at the end (then `trailer` is set if the impl has one). */
   async next(): Promise<Entry | null> {
     for (;;) {
@@ -124,17 +155,19 @@ export class ImplWriter {
     this.buf = JSON.stringify(header) + '\n';
   }
 
-  async write(e: Entry): Promise<void> {
+  /** Returns a promise only when the compressor is full and the caller must wait. */
+  write(e: Entry): Promise<void> | undefined {
     this.buf += encodeEntry(e) + '\n';
     this.count++;
-    if (this.buf.length >= 65536) await this.flush();
+    return this.buf.length >= 65536 ? this.flush() : undefined;
   }
 
-  private async flush(): Promise<void> {
+  private flush(): Promise<void> | undefined {
     if (this.failure) throw this.failure;
     const chunk = this.buf;
     this.buf = '';
-    if (!this.gzip.write(chunk)) await new Promise<void>((res) => this.gzip.once('drain', res));
+    if (this.gzip.write(chunk)) return undefined;
+    return new Promise<void>((res) => this.gzip.once('drain', res));
   }
 
   async close(trailer: ImplTrailer): Promise<void> {

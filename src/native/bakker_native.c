@@ -431,12 +431,12 @@ static napi_value copy_in(napi_env env, napi_callback_info info) {
 }
 
 /*
- * scanDir(dir) -> Promise<[names, stats]>: one directory's entries, sorted by name bytes,
+ * scanDir(dir, probeXattrs = true) -> Promise<[names, stats]>: one directory's entries, sorted by name bytes,
  * lstat'ed with fstatat, all on the thread pool (the caller keeps working meanwhile).
  * `names` holds "name\0" for each; `stats` SCAN_FIELDS doubles per entry:
  * mode uid gid size blocks ino dev nlink rdev mtS mtNs ctS ctNs xattrListBytes statErrno.
- * xattrListBytes is llistxattr's size (0: none; -1: could not tell). Rejects (with .code) when
- * the directory cannot be read.
+ * xattrListBytes is llistxattr's size (0: none; -1: could not tell; -2: not asked, when
+ * probeXattrs is false). Rejects (with .code) when the directory cannot be read.
  */
 #define SCAN_FIELDS 15
 static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -448,6 +448,7 @@ typedef struct {
   char *names; size_t names_len;
   double *stats; size_t count;
   int err; const char *syscall;
+  int probe_xattrs;
 } scan_job_t;
 
 static void scan_execute(napi_env env, void *data) {
@@ -493,7 +494,8 @@ static void scan_execute(napi_env env, void *data) {
     o[0] = st.st_mode; o[1] = st.st_uid; o[2] = st.st_gid; o[3] = (double)st.st_size; o[4] = (double)st.st_blocks;
     o[5] = (double)st.st_ino; o[6] = (double)st.st_dev; o[7] = (double)st.st_nlink; o[8] = (double)st.st_rdev;
     o[9] = (double)st.st_mtim.tv_sec; o[10] = (double)st.st_mtim.tv_nsec; o[11] = (double)st.st_ctim.tv_sec; o[12] = (double)st.st_ctim.tv_nsec;
-    if (plen + 1 + len + 1 <= sizeof full) {
+    if (!j->probe_xattrs) o[13] = -2;
+    else if (plen + 1 + len + 1 <= sizeof full) {
       memcpy(full + plen + 1, names[i], len + 1);
       ssize_t x = llistxattr(full, NULL, 0);
       o[13] = x < 0 ? (errno == ENOTSUP ? 0 : -1) : (double)x;
@@ -535,10 +537,13 @@ static void scan_complete(napi_env env, napi_status status, void *data) {
 }
 
 static napi_value scan_dir(napi_env env, napi_callback_info info) {
-  size_t argc = 1; napi_value argv[1];
+  size_t argc = 2; napi_value argv[2];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   scan_job_t *j = calloc(1, sizeof *j);
   if (!get_path(env, argv[0], j->path, sizeof j->path)) { free(j); return NULL; }
+  bool probe = true;
+  if (argc > 1) napi_get_value_bool(env, argv[1], &probe);
+  j->probe_xattrs = probe;
   napi_value promise, name;
   napi_create_promise(env, &j->deferred, &promise);
   napi_create_string_utf8(env, "bakker.scanDir", NAPI_AUTO_LENGTH, &name);

@@ -19,6 +19,12 @@ export interface WalkOptions {
   exclude?: Matcher;
   oneFileSystem?: boolean;
   ids?: IdNames;
+  /**
+   * false: do not look for xattrs during the scan; entries come with `xattrsPending` and the
+   * caller settles them with loadXattrs() or from the previous impl (an unchanged ctime means
+   * unchanged xattrs and ACLs: setting them updates ctime).
+   */
+  probeXattrs?: boolean;
 }
 
 /** What the walk yields (in batches), in walk order (depth first, names sorted by bytes). */
@@ -32,6 +38,8 @@ export type WalkItem =
       dev: number;
       /** First member of this entry's hard-link group, when it is a later member. */
       linkTo?: Entry;
+      /** xattrs and ACLs were not read (see WalkOptions.probeXattrs). */
+      xattrsPending?: boolean;
     }
   | { kind: 'warning'; path: Buffer; message: string; unreadable: boolean };
 
@@ -209,7 +217,7 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
 
   /** Starts scanning a directory on the thread pool; the promise never rejects unhandled. */
   function scan(abs: Buffer): Promise<[Buffer, Float64Array]> {
-    const p = native.scanDir(abs);
+    const p = native.scanDir(abs, opts.probeXattrs !== false);
     p.catch(() => undefined);
     return p;
   }
@@ -258,9 +266,11 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
         mtime: nsTime(stats[o + 9]!, stats[o + 10]!),
         ctime: nsTime(stats[o + 11]!, stats[o + 12]!),
       };
-      const r = finish(makeEntry(childRel, join(abs, name), st), stats[o + 13] !== 0);
+      const probe = stats[o + 13]!;
+      const r = finish(makeEntry(childRel, join(abs, name), st), probe !== 0 && probe !== -2);
       if (r.warning) items.push(r.warning);
       if (!r.item) continue;
+      if (probe === -2) r.item.xattrsPending = true;
       items.push(r.item);
       if (isDir && (!opts.oneFileSystem || r.item.dev === rootDev)) subdirs.push(items.length - 1);
     }
@@ -318,6 +328,24 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
   }
 
   yield* walkNode(sourceTree(opts.sources), Buffer.alloc(0));
+}
+
+/** Reads the xattrs and ACLs of an entry whose scan skipped them; a warning text on failure. */
+export function loadXattrs(e: Entry, abs: Buffer): string | undefined {
+  try {
+    const xs = native.getXattrs(abs);
+    if (xs) addXattrs(e, xs);
+    return undefined;
+  } catch (err) {
+    return `cannot read xattrs: ${(err as Error).message}`;
+  }
+}
+
+/** Takes xattrs and ACLs from the previous record of an entry whose ctime did not change. */
+export function inheritXattrs(e: Entry, prev: Entry): void {
+  if (prev.acl !== undefined) e.acl = prev.acl;
+  if (prev.dacl !== undefined) e.dacl = prev.dacl;
+  if (prev.xattrs !== undefined) e.xattrs = prev.xattrs;
 }
 
 function addXattrs(e: Entry, xs: (string | Buffer)[]): void {

@@ -1,5 +1,12 @@
 import { createHash } from 'node:crypto';
-import { blake3 } from '@noble/hashes/blake3.js';
+
+type Blake3 = typeof import('@noble/hashes/blake3.js').blake3;
+let blake3: Blake3 | undefined;
+
+/** Loads what an algorithm needs (blake3's module costs memory; it is loaded only when used). */
+export async function loadHash(algo: HashAlgo | undefined): Promise<void> {
+  if (algo === 'blake3' && !blake3) blake3 = (await import('@noble/hashes/blake3.js')).blake3;
+}
 
 export type HashAlgo = 'md5' | 'sha256' | 'blake3';
 export const HASH_ALGOS: readonly HashAlgo[] = ['md5', 'sha256', 'blake3'];
@@ -12,6 +19,7 @@ export interface Hasher {
 
 export function createHasher(algo: HashAlgo): Hasher {
   if (algo === 'blake3') {
+    if (!blake3) throw new Error('internal: loadHash("blake3") was not called');
     const h = blake3.create();
     return { update: (b) => void h.update(b), digest: () => `blake3:${Buffer.from(h.digest()).toString('hex')}` };
   }

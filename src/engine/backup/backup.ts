@@ -6,11 +6,11 @@ import type { Entry } from '../../manifest/entry.js';
 import type { NsTime } from '../../manifest/time.js';
 import { ImplReader, ImplWriter } from '../../manifest/impl-io.js';
 import type { Matcher } from '../../scan/exclude.js';
-import { walk, type SourceSpec } from '../../scan/walker.js';
+import { inheritXattrs, loadXattrs, walk, type SourceSpec, type WalkItem } from '../../scan/walker.js';
 import type { Store } from '../../store/store.js';
 import { b } from '../../store/store.js';
 import { comparePaths, display, join } from '../../util/bpath.js';
-import type { HashAlgo } from '../../util/hash.js';
+import { loadHash, type HashAlgo } from '../../util/hash.js';
 import { newProgress, noEmit, type Emit, type Progress } from '../events.js';
 import { acquireLock, diffPath, implPath, initStore, listStore, mkdirIfMissing, RUN_DIR, setLatest, treePath } from '../layout.js';
 import { nextSnapshotName } from '../naming.js';
@@ -61,6 +61,10 @@ interface Counts {
 /** Streams the previous impl for the merge-join; turns a broken one into "no previous" with a warning. */
 class PreviousImpl {
   private cur: Entry | null = null;
+  /** Whether a previous impl is being read (then the walk can skip probing xattrs). */
+  get present(): boolean {
+    return this.reader !== null;
+  }
   private constructor(private reader: ImplReader | null, private readonly emit: Emit) {}
 
   static async open(store: Store, name: string | null, emit: Emit): Promise<PreviousImpl> {
@@ -75,7 +79,33 @@ class PreviousImpl {
     }
   }
 
-  private async step(): Promise<void> {
+  /** Advances; returns a promise only when input had to be read. */
+  private step(): Promise<void> | undefined {
+    if (!this.reader) {
+      this.cur = null;
+      return undefined;
+    }
+    try {
+      const e = this.reader.nextSync();
+      if (e !== undefined) {
+        this.cur = e;
+        return undefined;
+      }
+    } catch (err) {
+      this.broken(err);
+      return undefined;
+    }
+    return this.stepAsync();
+  }
+
+  private broken(err: unknown): void {
+    this.emit({ event: 'warning', message: `previous impl became unreadable (${errMessage(err)}): the rest of this run copies everything` });
+    this.reader?.close();
+    this.reader = null;
+    this.cur = null;
+  }
+
+  private async stepAsync(): Promise<void> {
     try {
       this.cur = this.reader ? await this.reader.next() : null;
     } catch (err) {
@@ -86,16 +116,20 @@ class PreviousImpl {
     }
   }
 
-  /** The previous record for `path` (or undefined); counts records passed over as removed. */
-  async find(path: Buffer, onRemoved: () => void): Promise<Entry | undefined> {
+  /**
+   * The previous record for `path` (or undefined); counts records passed over as removed.
+   * Synchronous while the reader has decoded lines; `pending` is set when it had to wait.
+   */
+  find(path: Buffer, onRemoved: () => void): Entry | undefined | Promise<Entry | undefined> {
     while (this.cur && comparePaths(this.cur.path, path) < 0) {
       onRemoved();
-      await this.step();
+      const w = this.step();
+      if (w) return w.then(() => this.find(path, onRemoved));
     }
     if (this.cur && this.cur.path.equals(path)) {
       const found = this.cur;
-      await this.step();
-      return found;
+      const w = this.step();
+      return w ? w.then(() => found) : found;
     }
     return undefined;
   }
@@ -109,6 +143,19 @@ class PreviousImpl {
 
   close(): void {
     this.reader?.close();
+  }
+}
+
+/** xattrs and ACLs: unchanged ctime means unchanged xattrs (setting them updates ctime); else read them now. */
+function settleXattrs(item: WalkItem & { kind: 'entry' }, prev: Entry | undefined, emit: Emit, counts: Counts): void {
+  const e = item.entry;
+  if (prev && prev.ctime === e.ctime && prev.type === e.type) inheritXattrs(e, prev);
+  else {
+    const warning = loadXattrs(e, item.abs);
+    if (warning) {
+      counts.warnings++;
+      emit({ event: 'warning', path: display(e.path), message: warning });
+    }
   }
 }
 
@@ -130,6 +177,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
   if (!store.caps.hardLinks) throw new BakkerError('STORE', `store ${store.url} cannot make hard links: bakker snapshots need them`);
 
   if (opts.dryRun) return dryRun(opts, emit, progress, now, t0);
+  await loadHash(opts.checksum);
 
   await initStore(store);
   const lock = await acquireLock(store);
@@ -171,16 +219,17 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     implWriter = new ImplWriter(store, join(runDir, 'impl'), header);
     const writer = new StoreWriter(store, tree, diff, previous ? treePath(previous) : null, name, opts.checksum, emit, progress);
     const iw = implWriter;
-    queue = new OrderedQueue((e) => iw.write(e), 1024);
+    queue = new OrderedQueue((e) => iw.write(e), 512);
     prevImpl = await PreviousImpl.open(store, previous, emit);
     const counts = newCounts();
+    const onRemoved = () => void counts.removed++;
     // Directory metadata is applied at the end (adding entries changes a directory's mtime). Paths
     // are kept as latin1 strings: a small pooled Buffer would pin its whole 8 KiB pool slab.
     const dirs: { path: string; mode: number; uid: number; gid: number; mtime: NsTime }[] = [];
     const groupFirst = new Map<Entry, { job: Job; decide: Decide }>();
     progress.phase = 'backup';
 
-    for await (const batch of walk({ sources: opts.sources, exclude: opts.exclude, oneFileSystem: opts.oneFileSystem })) for (const item of batch) {
+    for await (const batch of walk({ sources: opts.sources, exclude: opts.exclude, oneFileSystem: opts.oneFileSystem, probeXattrs: !prevImpl.present })) for (const item of batch) {
       if (item.kind === 'warning') {
         counts.warnings++;
         if (item.unreadable) writer.stats.unreadable++;
@@ -191,13 +240,15 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       if (progress.entries === 500) faultPoint('mid-walk');
       const e = item.entry;
       progress.current = e.path;
-      const prev = await prevImpl.find(e.path, () => counts.removed++);
+      let prev = prevImpl.find(e.path, onRemoved);
+      if (prev instanceof Promise) prev = await prev;
+      if (item.xattrsPending) settleXattrs(item, prev, emit, counts);
       count(counts, e, prev);
       let work: { job: Job; decide: Decide } | undefined;
       const copy = () => writer.copy(e, item.abs);
       switch (e.type) {
         case 'dir':
-          await writer.mkdir(e);
+          writer.mkdir(e);
           dirs.push({ path: e.path.toString('latin1'), mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime });
           break;
         case 'file':
@@ -219,7 +270,8 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
         default:
           break; // fifos, sockets and devices live in the impl only
       }
-      await queue.push(e, work?.job, work?.decide);
+      const wait = queue.push(e, work?.job, work?.decide);
+      if (wait) await wait;
     }
     await prevImpl.rest(() => counts.removed++);
     const tWalked = Date.now();
@@ -227,6 +279,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     writer.flushLinks();
     await queue.drain();
     await writer.finishDiff();
+    await writer.dirsMade();
     for (let i = dirs.length - 1; i >= 0; i--) {
       const d = dirs[i]!;
       await store.setMeta(join(tree, Buffer.from(d.path, 'latin1')), { mode: d.mode, uid: d.uid, gid: d.gid, mtime: d.mtime });
@@ -339,7 +392,7 @@ async function dryRun(opts: BackupOptions, emit: Emit, progress: Progress, now: 
   const counts = newCounts();
   let bytesToCopy = 0;
   try {
-    for await (const batch of walk({ sources: opts.sources, exclude: opts.exclude, oneFileSystem: opts.oneFileSystem })) for (const item of batch) {
+    for await (const batch of walk({ sources: opts.sources, exclude: opts.exclude, oneFileSystem: opts.oneFileSystem, probeXattrs: !prevImpl.present })) for (const item of batch) {
       if (item.kind === 'warning') {
         counts.warnings++;
         emit({ event: 'warning', path: display(item.path), message: item.message });
@@ -348,6 +401,7 @@ async function dryRun(opts: BackupOptions, emit: Emit, progress: Progress, now: 
       progress.entries++;
       const e = item.entry;
       const prev = await prevImpl.find(e.path, () => counts.removed++);
+      if (item.xattrsPending) settleXattrs(item, prev, emit, counts);
       count(counts, e, prev);
       if (e.type === 'file' && !item.linkTo && !canReuse(prev, e)) {
         bytesToCopy += e.size;

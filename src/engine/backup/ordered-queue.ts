@@ -80,17 +80,46 @@ export class OrderedQueue {
   private readonly items: (Item | undefined)[] = [];
   private head = 0;
 
+  /**
+   * `write` may return a promise (then the queue waits for it) or nothing. Pushing costs no
+   * promise while the oldest item's work is done: the common case stays synchronous.
+   */
   constructor(
-    private readonly write: (e: Entry) => Promise<void>,
+    private readonly write: (e: Entry) => Promise<void> | void,
     private readonly limit: number,
   ) {}
 
-  async push(entry: Entry, job?: Job, decide?: Decide): Promise<void> {
+  /** Returns a promise only when the caller must wait (too many items waiting). */
+  push(entry: Entry, job?: Job, decide?: Decide): Promise<void> | undefined {
     this.items.push({ entry, job, decide });
-    if (this.items.length - this.head > this.limit) await this.flush(this.limit);
+    if (this.items.length - this.head > this.limit) return this.flush(this.limit);
+    return undefined;
   }
 
-  private async flush(allowed: number): Promise<void> {
+  /** Writes settled items from the head without awaiting; returns a promise if it must wait. */
+  private flush(allowed: number): Promise<void> | undefined {
+    for (;;) {
+      const item = this.items[this.head];
+      if (!item) return undefined;
+      if (item.job && !item.job.settled) {
+        if (this.items.length - this.head <= allowed) return undefined;
+        return this.flushAsync(allowed);
+      }
+      if (item.job?.failure !== undefined) throw item.job.failure;
+      const keep = item.decide ? item.decide() : true;
+      if (keep !== true && keep !== false) return this.flushAsync(allowed);
+      if (keep) {
+        const w = this.write(item.entry);
+        if (w) {
+          this.advance();
+          return w.then(() => this.flush(allowed));
+        }
+      }
+      this.advance();
+    }
+  }
+
+  private async flushAsync(allowed: number): Promise<void> {
     for (;;) {
       const item = this.items[this.head];
       if (!item) break;
@@ -101,17 +130,21 @@ export class OrderedQueue {
       if (item.job?.failure !== undefined) throw item.job.failure;
       const keep = item.decide ? await item.decide() : true;
       if (keep) await this.write(item.entry);
-      this.items[this.head++] = undefined;
-      if (this.head > 4096) {
-        this.items.splice(0, this.head);
-        this.head = 0;
-      }
+      this.advance();
+    }
+  }
+
+  private advance(): void {
+    this.items[this.head++] = undefined;
+    if (this.head > 4096) {
+      this.items.splice(0, this.head);
+      this.head = 0;
     }
   }
 
   /** Waits for all work and writes every remaining record. */
   async drain(): Promise<void> {
-    await this.flush(0);
+    await this.flushAsync(0);
   }
 
   /** Waits for in-flight work without writing (used when the run is abandoned). */

@@ -24,6 +24,7 @@ class LinkBatch implements Job {
     private readonly store: Store,
     private readonly fromDir: Buffer,
     private readonly toDir: Buffer,
+    private readonly slots: Semaphore,
   ) {}
 
   get size(): number {
@@ -34,8 +35,12 @@ class LinkBatch implements Job {
     return this.sent !== null;
   }
 
-  add(rel: Buffer): number {
+  /** What must be done before the batch may run (the directories it links into). */
+  after: Promise<void> = Promise.resolve();
+
+  add(rel: Buffer, after: Promise<void>): number {
     if (this.sent) throw new Error('internal: link added to a batch already sent');
+    this.after = after;
     this.count++;
     return this.rels.push(rel) - 1;
   }
@@ -50,7 +55,7 @@ class LinkBatch implements Job {
     if (this.sent) return this.sent;
     const rels = this.rels;
     this.rels = []; // entries waiting on this batch keep it alive: do not keep the paths too
-    this.sent = this.store.linkMany!(this.fromDir, this.toDir, rels).then(
+    this.sent = this.after.then(() => this.slots.run(() => this.store.linkMany!(this.fromDir, this.toDir, rels))).then(
       (codes) => {
         this.codes = codes;
         this.settled = true;
@@ -107,6 +112,8 @@ export interface WriterStats {
 export class StoreWriter {
   readonly stats: WriterStats = { copied: 0, linked: 0, bytesCopied: 0, bytesLinked: 0, unreadable: 0, changing: 0 };
   private readonly copySlots = new Semaphore(4);
+  /** Link batches in flight: few, so directory scans (which the walk waits for) are not queued behind them. */
+  private readonly linkSlots = new Semaphore(2);
   private readonly diffDirs = new Map<string, Promise<void>>();
 
   constructor(
@@ -120,8 +127,22 @@ export class StoreWriter {
     private readonly progress: Progress,
   ) {}
 
-  mkdir(e: Entry): Promise<void> {
-    return this.store.mkdir(join(this.tree, e.path), 0o700);
+  /**
+   * Directories are made in walk order on one lane off the caller's thread; `dirs` is the
+   * lane's tail. Everything that writes into the tree waits for the tail as it was when that
+   * entry was walked, which implies its parent exists.
+   */
+  private dirs: Promise<void> = Promise.resolve();
+
+  mkdir(e: Entry): void {
+    const p = join(this.tree, e.path);
+    this.dirs = this.dirs.then(() => this.store.mkdir(p, 0o700));
+    this.dirs.catch(() => undefined);
+  }
+
+  /** Resolves once every directory queued so far exists. */
+  dirsMade(): Promise<void> {
+    return this.dirs;
   }
 
   private batch: LinkBatch | null = null;
@@ -130,7 +151,7 @@ export class StoreWriter {
   private queueLink(rel: Buffer): { batch: LinkJob; index: number } {
     if (!this.store.linkMany) {
       const job = new PromiseJob(
-        this.store.link(join(this.prevTree!, rel), join(this.tree, rel)).then(
+        this.dirs.then(() => this.store.link(join(this.prevTree!, rel), join(this.tree, rel))).then(
           () => null,
           (err) => {
             if (errnoCode(err) === 'ENOENT') return 'ENOENT';
@@ -141,9 +162,9 @@ export class StoreWriter {
       return { batch: { job, code: () => job.value ?? null }, index: 0 };
     }
     // A batch already sent (someone waited on it early) takes no more links.
-    if (!this.batch || this.batch.isSent) this.batch = new LinkBatch(this.store, this.prevTree!, this.tree);
+    if (!this.batch || this.batch.isSent) this.batch = new LinkBatch(this.store, this.prevTree!, this.tree, this.linkSlots);
     const b = this.batch;
-    const index = b.add(rel);
+    const index = b.add(rel, this.dirs);
     if (b.size >= LINK_BATCH) this.flushLinks();
     return { batch: { job: b, code: (i) => b.code(i) }, index };
   }
@@ -183,6 +204,7 @@ export class StoreWriter {
   /** A later member of a hard-link group: a link to the first member's new copy. */
   async linkToGroup(e: Entry, first: Entry, firstKept: boolean, fallback: () => Promise<boolean>): Promise<boolean> {
     if (!firstKept) return fallback();
+    await this.dirs;
     await this.store.link(join(this.tree, first.path), join(this.tree, e.path));
     if (first.since !== undefined) e.since = first.since;
     if (first.sum !== undefined) e.sum = first.sum;
@@ -192,6 +214,7 @@ export class StoreWriter {
   }
 
   async symlink(e: Entry): Promise<boolean> {
+    await this.dirs;
     const dest = join(this.tree, e.path);
     await this.store.symlink(e.target!, dest);
     await this.store.setMeta(dest, { uid: e.uid, gid: e.gid, mtime: e.mtime }, true);
@@ -202,6 +225,7 @@ export class StoreWriter {
 
   /** Copies a new or changed file, re-reading it when it changes under us (up to 3 tries). */
   async copy(e: Entry, abs: Buffer): Promise<boolean> {
+    await this.dirs;
     await this.copySlots.acquire();
     try {
       return await this.copyLocked(e, abs);
@@ -273,7 +297,7 @@ export class StoreWriter {
     const rels = this.diffRels;
     if (rels.length === 0) return;
     this.diffRels = [];
-    const sent = this.store.linkMany!(this.tree, this.diff, rels).then((codes) => {
+    const sent = this.linkSlots.run(() => this.store.linkMany!(this.tree, this.diff, rels)).then((codes) => {
       const bad = codes.findIndex((c) => c !== null);
       if (bad >= 0) throw Object.assign(new Error(`${codes[bad]}: cannot link ${display(rels[bad]!)} into the diff folder`), { code: codes[bad] });
     });

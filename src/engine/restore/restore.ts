@@ -8,7 +8,7 @@ import { native } from '../../native.js';
 import { IdNames } from '../../scan/ids.js';
 import type { Store } from '../../store/store.js';
 import { basename, display, EMPTY, isWithin, join, parent, safeComponents } from '../../util/bpath.js';
-import { algoOfSum, createHasher } from '../../util/hash.js';
+import { algoOfSum, createHasher, loadHash } from '../../util/hash.js';
 import { TaskPool } from '../../util/task-pool.js';
 import { noEmit, type Emit, type Progress } from '../events.js';
 import { implPath, treePath } from '../layout.js';
@@ -65,6 +65,7 @@ export async function runRestore(opts: RestoreOptions): Promise<RestoreResult> {
       emit({ event: 'warning', path: display(p), message });
     },
   };
+  await loadHash('blake3');
   const reader = await ImplReader.open(store, implPath(snapshot));
   const tree = treePath(snapshot);
   const pool = new TaskPool(16);

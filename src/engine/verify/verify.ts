@@ -3,7 +3,7 @@ import type { Entry } from '../../manifest/entry.js';
 import { ImplReader } from '../../manifest/impl-io.js';
 import type { Store } from '../../store/store.js';
 import { display, join, safeComponents } from '../../util/bpath.js';
-import { algoOfSum, createHasher } from '../../util/hash.js';
+import { algoOfSum, createHasher, loadHash } from '../../util/hash.js';
 import { TaskPool } from '../../util/task-pool.js';
 import { noEmit, type Emit, type Progress } from '../events.js';
 import { implPath, treePath } from '../layout.js';
@@ -28,6 +28,7 @@ export async function verifySnapshot(store: Store, snapshot: string, opts: { emi
     res.problems++;
     emit({ event: 'problem', snapshot, ...(path ? { path: display(path) } : {}), message });
   };
+  await loadHash('blake3');
   let reader: ImplReader;
   try {
     reader = await ImplReader.open(store, implPath(snapshot));

@@ -170,9 +170,8 @@ export class LocalStore implements Store {
     }
   }
 
-  async mkdir(p: Buffer, mode: number): Promise<void> {
-    // Synchronous: a local mkdir is cheaper than a thread-pool round trip.
-    fs.mkdirSync(this.abs(p), { mode });
+  mkdir(p: Buffer, mode: number): Promise<void> {
+    return fsp.mkdir(this.abs(p), { mode }).then(() => undefined);
   }
 
   symlink(target: Buffer, p: Buffer): Promise<void> {
