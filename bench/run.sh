@@ -45,7 +45,7 @@ measure() {
     "$tool" "$phase" "$round" "$wall" "$user" "$sys" "$rss" "$(awk "BEGIN{printf \"%.3f\", $s1 - $s0}")" | tee -a "$RESULTS" >&2
 }
 
-BAKKER=(node bin/bakker.js backup "$W/src" --store "$W/bk")
+BAKKER=(bin/bakker.js backup "$W/src" --store "$W/bk")
 run_round() {
   local phase=$1 n=$2 prev=$(( $2 - 1 ))
   measure bakker "$phase" "$n" "${BAKKER[@]}"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Installs everything the test suite and the benchmark need on a fresh Debian 12 with Node 20,
-# then the npm dependencies (which builds the native helper and the TypeScript).
+# Installs everything the test suite and the benchmark need on a fresh Debian 12 with Node 20
+# (Debian packages, then bakker itself through scripts/install.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PKGS=(rsync acl attr libcap2-bin restic build-essential python3 util-linux)
+PKGS=(rsync acl attr libcap2-bin restic build-essential python3 util-linux time bc)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -11,4 +11,4 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-npm ci --no-audit --no-fund
+bash scripts/install.sh

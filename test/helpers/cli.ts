@@ -12,14 +12,15 @@ export interface CliResult {
 }
 
 export function bakker(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; user?: string } = {}): CliResult {
-  const cmd = opts.user ? 'runuser' : process.execPath;
-  const argv = opts.user ? ['-u', opts.user, '--', process.execPath, BIN, ...args] : [BIN, ...args];
+  // The bin runs through its shebang (node with its V8 flags), as an installed bakker does.
+  const cmd = opts.user ? 'runuser' : BIN;
+  const argv = opts.user ? ['-u', opts.user, '--', BIN, ...args] : args;
   const r = spawnSync(cmd, argv, { encoding: 'utf8', cwd: opts.cwd, env: { ...process.env, ...opts.env }, maxBuffer: 64 << 20 });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
 export function bakkerAsync(args: string[]) {
-  return spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  return spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
 export function jsonLines(s: string): Record<string, unknown>[] {

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs bakker from this checkout on Debian with Node 20+: a C toolchain for the native
+# helper when missing (apt, as root), then the npm dependencies, the helper and the TypeScript.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+for p in make g++ python3; do command -v "$p" >/dev/null 2>&1 || need+=("$p"); done
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "bakker needs ${need[*]} to build its native helper: run 'apt-get install build-essential python3' as root, then this again" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq build-essential python3 >/dev/null
+fi
+npm ci --no-audit --no-fund --loglevel=error
