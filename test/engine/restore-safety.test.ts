@@ -103,3 +103,16 @@ test('a corrupt impl gives a one-line error', () => {
   assert.match(r.stderr, /^bakker: impl .* (corrupt|truncated)/m);
   assert.equal(r.stderr.trim().split('\n').length, 1);
 });
+
+test('owners are restored by name unless --numeric-ids', () => {
+  // uid 4242 recorded with the name "nobody": this host knows nobody as 65534
+  writeImpl([rec('payload', 'file', { size: 4, uid: 4242, gid: 4343, user: 'nobody', group: 'no-such-group-here' })]);
+  const byName = path.join(work, 'by-name');
+  assert.equal(bakker(['restore', '--store', store, '--to', byName]).code, 0);
+  const st = fs.statSync(path.join(byName, 'payload'));
+  assert.equal(st.uid, 65534);
+  assert.equal(st.gid, 4343, 'an unknown group name falls back to the recorded id');
+  const numeric = path.join(work, 'numeric');
+  assert.equal(bakker(['restore', '--store', store, '--to', numeric, '--numeric-ids']).code, 0);
+  assert.equal(fs.statSync(path.join(numeric, 'payload')).uid, 4242);
+});
