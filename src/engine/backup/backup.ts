@@ -227,7 +227,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     // are kept as latin1 strings: a small pooled Buffer would pin its whole 8 KiB pool slab.
     const dirs: { path: string; mode: number; uid: number; gid: number; mtime: NsTime }[] = [];
     const groupFirst = new Map<Entry, { job: Job; decide: Decide }>();
-    progress.phase = 'backup';
+    progress.phase = 'walking';
 
     for await (const batch of walk({ sources: opts.sources, exclude: opts.exclude, oneFileSystem: opts.oneFileSystem, probeXattrs: !prevImpl.present })) for (const item of batch) {
       if (item.kind === 'warning') {
