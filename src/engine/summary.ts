@@ -4,11 +4,8 @@ import type { Store } from '../store/store.js';
 import { b } from '../store/store.js';
 import { implPath, SUMMARY_DIR, mkdirIfMissing } from './layout.js';
 
-export interface SnapshotSummary {
-  snapshot: string;
-  previous: string | null;
-  start: string;
-  durationMs: number;
+/** What the walk counts (backup/backup.ts). */
+export interface WalkCounts {
   entries: number;
   files: number;
   dirs: number;
@@ -19,13 +16,24 @@ export interface SnapshotSummary {
   unchanged: number;
   removed: number;
   bytes: number;
+  warnings: number;
+}
+
+/** What the store writer counts (backup/store-writer.ts). */
+export interface WriterStats {
   copied: number;
   linked: number;
   bytesCopied: number;
   bytesLinked: number;
   unreadable: number;
   changing: number;
-  warnings: number;
+}
+
+export interface SnapshotSummary extends WalkCounts, WriterStats {
+  snapshot: string;
+  previous: string | null;
+  start: string;
+  durationMs: number;
   /** Where the time went: walking and copying, waiting for the last copies and the impl, publishing (sync and renames). */
   phasesMs?: { walk: number; finish: number; publish: number };
 }

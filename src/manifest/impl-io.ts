@@ -112,19 +112,8 @@ export class ImplReader {
       const line = await this.nextLine();
       if (line === null) return null;
       if (line === '') continue;
-      const d = decodeLine(line, this.lineNo);
-      if (d.kind === 'trailer') {
-        this.trailer = d.trailer;
-        continue;
-      }
-      if (d.kind === 'header') throw new BakkerError('IMPL', `impl ${this.name} line ${this.lineNo}: a second header`);
-      if (this.trailer) throw new BakkerError('IMPL', `impl ${this.name} line ${this.lineNo}: an entry after the trailer`);
-      const e = d.entry;
-      if (this.last && comparePaths(this.last, e.path) >= 0) {
-        throw new BakkerError('IMPL', `impl ${this.name} line ${this.lineNo}: ${display(e.path)} is out of order: the impl is corrupt or was altered`);
-      }
-      this.last = e.path;
-      return e;
+      const e = this.decode(line);
+      if (e) return e;
     }
   }
 

@@ -30,7 +30,8 @@
 
 #define PATH_MAX_BYTES 8192
 
-static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *path) {
+/* An Error like Node's own: "ENOENT: No such file or directory, open 'path'" with .code, .errno, .syscall. */
+static napi_value errno_error(napi_env env, int err, const char *syscall, const char *path) {
   const char *name = strerrorname_np(err);
   char msg[PATH_MAX_BYTES + 256];
   snprintf(msg, sizeof msg, "%s: %s, %s '%s'", name ? name : "EUNKNOWN", strerror(err), syscall, path ? path : "");
@@ -43,8 +44,24 @@ static napi_value throw_errno(napi_env env, int err, const char *syscall, const 
   napi_set_named_property(env, jerr, "code", jcode);
   napi_set_named_property(env, jerr, "errno", jerrno);
   napi_set_named_property(env, jerr, "syscall", jsys);
-  napi_throw(env, jerr);
+  return jerr;
+}
+
+static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *path) {
+  napi_throw(env, errno_error(env, err, syscall, path));
   return NULL;
+}
+
+/* Queues `execute` on the thread pool and returns the promise that `complete` settles. */
+static napi_value queue_job(napi_env env, const char *name, napi_async_execute_callback execute,
+                            napi_async_complete_callback complete, void *data, napi_deferred *deferred,
+                            napi_async_work *work) {
+  napi_value promise, jname;
+  napi_create_promise(env, deferred, &promise);
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &jname);
+  napi_create_async_work(env, NULL, jname, execute, complete, data, work);
+  napi_queue_async_work(env, *work);
+  return promise;
 }
 
 /* Copies a Buffer argument into a NUL-terminated C string. Returns 0 on failure (exception set). */
@@ -242,10 +259,7 @@ static void link_batch_complete(napi_env env, napi_status status, void *data) {
   napi_value undef;
   napi_get_undefined(env, &undef);
   if (b->open_errno) {
-    napi_value msg, err;
-    napi_create_string_utf8(env, strerror(b->open_errno), NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, NULL, msg, &err);
-    napi_reject_deferred(env, b->deferred, err);
+    napi_reject_deferred(env, b->deferred, errno_error(env, b->open_errno, "open", b->root));
   } else if (status != napi_ok) {
     napi_value msg, err;
     napi_create_string_utf8(env, "linkBatch failed", NAPI_AUTO_LENGTH, &msg);
@@ -275,12 +289,7 @@ static napi_value link_batch(napi_env env, napi_callback_info info) {
   b->pairs = pairs; b->pairs_len = plen; b->results = tdata; b->count = count;
   napi_create_reference(env, argv[1], 1, &b->pairs_ref);
   napi_create_reference(env, argv[3], 1, &b->results_ref);
-  napi_value promise, name;
-  napi_create_promise(env, &b->deferred, &promise);
-  napi_create_string_utf8(env, "bakker.linkBatch", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, link_batch_execute, link_batch_complete, b, &b->work);
-  napi_queue_async_work(env, b->work);
-  return promise;
+  return queue_job(env, "bakker.linkBatch", link_batch_execute, link_batch_complete, b, &b->deferred, &b->work);
 }
 
 /*
@@ -423,12 +432,7 @@ static napi_value copy_in(napi_env env, napi_callback_info info) {
   int32_t flags = 0; napi_get_value_int32(env, argv[2], &flags); j->flags = flags;
   j->mode = get_i64(env, argv[3]); j->uid = get_i64(env, argv[4]); j->gid = get_i64(env, argv[5]);
   j->mts = get_i64(env, argv[6]); j->mtns = get_i64(env, argv[7]);
-  napi_value promise, name;
-  napi_create_promise(env, &j->deferred, &promise);
-  napi_create_string_utf8(env, "bakker.copyIn", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, copy_execute, copy_complete, j, &j->work);
-  napi_queue_async_work(env, j->work);
-  return promise;
+  return queue_job(env, "bakker.copyIn", copy_execute, copy_complete, j, &j->deferred, &j->work);
 }
 
 /*
@@ -511,15 +515,7 @@ static void scan_complete(napi_env env, napi_status status, void *data) {
   scan_job_t *j = data;
   (void)status;
   if (j->err) {
-    const char *name = strerrorname_np(j->err);
-    char msg[PATH_MAX_BYTES + 256];
-    snprintf(msg, sizeof msg, "%s: %s, %s '%s'", name ? name : "EUNKNOWN", strerror(j->err), j->syscall, j->path);
-    napi_value jmsg, jerr, jcode;
-    napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &jmsg);
-    napi_create_error(env, NULL, jmsg, &jerr);
-    napi_create_string_utf8(env, name ? name : "EUNKNOWN", NAPI_AUTO_LENGTH, &jcode);
-    napi_set_named_property(env, jerr, "code", jcode);
-    napi_reject_deferred(env, j->deferred, jerr);
+    napi_reject_deferred(env, j->deferred, errno_error(env, j->err, j->syscall, j->path));
   } else {
     napi_value jnames, ab, jstats, result;
     void *nbuf, *sbuf;
@@ -545,12 +541,7 @@ static napi_value scan_dir(napi_env env, napi_callback_info info) {
   bool probe = true;
   if (argc > 1) napi_get_value_bool(env, argv[1], &probe);
   j->probe_xattrs = probe;
-  napi_value promise, name;
-  napi_create_promise(env, &j->deferred, &promise);
-  napi_create_string_utf8(env, "bakker.scanDir", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, scan_execute, scan_complete, j, &j->work);
-  napi_queue_async_work(env, j->work);
-  return promise;
+  return queue_job(env, "bakker.scanDir", scan_execute, scan_complete, j, &j->deferred, &j->work);
 }
 
 static napi_value init(napi_env env, napi_value exports) {

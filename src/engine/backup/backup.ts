@@ -18,7 +18,7 @@ import { faultPoint } from '../fault.js';
 import { cleanupIncomplete } from './cleanup.js';
 import { LazyJob, once, OrderedQueue, type Decide, type Job } from './ordered-queue.js';
 import { StoreWriter } from './store-writer.js';
-import { writeSummary, type SnapshotSummary } from '../summary.js';
+import { writeSummary, type SnapshotSummary, type WalkCounts } from '../summary.js';
 
 export interface BackupOptions {
   store: Store;
@@ -44,19 +44,7 @@ export interface BackupResult {
   summary: SnapshotSummary;
 }
 
-interface Counts {
-  entries: number;
-  files: number;
-  dirs: number;
-  symlinks: number;
-  specials: number;
-  added: number;
-  changed: number;
-  unchanged: number;
-  removed: number;
-  bytes: number;
-  warnings: number;
-}
+type Counts = WalkCounts;
 
 /** Streams the previous impl for the merge-join; turns a broken one into "no previous" with a warning. */
 class PreviousImpl {

@@ -48,26 +48,11 @@ export class LazyJob<T> implements Job {
   }
 }
 
-/** A Job for a single promise; `value` holds its result. */
-export class PromiseJob<T> implements Job {
-  settled = false;
-  failure?: unknown;
-  value?: T;
-  private readonly p: Promise<void>;
+/** A Job for a promise already under way; `value` holds its result. */
+export class PromiseJob<T> extends LazyJob<T> {
   constructor(p: Promise<T>) {
-    this.p = p.then(
-      (v) => {
-        this.value = v;
-        this.settled = true;
-      },
-      (err) => {
-        this.failure = err;
-        this.settled = true;
-      },
-    );
-  }
-  wait(): Promise<void> {
-    return this.p;
+    super(() => p);
+    void this.wait();
   }
 }
 

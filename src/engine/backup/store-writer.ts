@@ -6,6 +6,7 @@ import { display, join, parent } from '../../util/bpath.js';
 import type { HashAlgo } from '../../util/hash.js';
 import { Semaphore } from '../../util/semaphore.js';
 import type { Emit, Progress } from '../events.js';
+import type { WriterStats } from '../summary.js';
 import { fromBigNs } from '../../manifest/time.js';
 import { PromiseJob, type Decide, type Job } from './ordered-queue.js';
 
@@ -94,14 +95,6 @@ function refresh(e: Entry, abs: Buffer): boolean {
 }
 const LINK_BATCH = 256;
 
-export interface WriterStats {
-  copied: number;
-  linked: number;
-  bytesCopied: number;
-  bytesLinked: number;
-  unreadable: number;
-  changing: number;
-}
 
 /**
  * Puts entries into the snapshot being written: `tree` and `diff` are the run's folders on the
