@@ -85,3 +85,30 @@ test('deleting an older snapshot folder leaves the newer one whole', () => {
   assert.equal(r.code, 0, r.stdout);
   assert.equal(fs.readFileSync(path.join(store, 'latest', src, 'same.txt'), 'utf8'), 'same');
 });
+
+test('a stored copy missing from the previous snapshot is copied anew, with a warning', () => {
+  const latest = fs.readlinkSync(path.join(store, 'latest'));
+  for (const f of ['same.txt', 'deep/er/same.bin', 'link']) fs.rmSync(path.join(store, latest, src, f));
+  const r = bakker(['backup', src, '--store', store]);
+  assert.equal(r.code, 0, r.stderr);
+  for (const f of ['same.txt', 'deep/er/same.bin', 'link']) {
+    assert.equal(r.stderr.split('\n').filter((l) => l.includes(`${f}: stored copy in the previous snapshot is missing`)).length, 1, f);
+  }
+  const v = bakker(['verify', '--store', store]);
+  assert.equal(v.code, 0, v.stdout);
+  assert.equal(fs.readFileSync(path.join(store, 'latest', src, 'same.txt'), 'utf8'), 'same');
+  assert.equal(fs.readlinkSync(path.join(store, 'latest', src, 'link')), 'same.txt');
+});
+
+test('many missing stored copies (more than the queue holds) are each copied anew exactly once', () => {
+  const src2 = path.join(work, 'many');
+  const store2 = path.join(work, 'many-store');
+  for (let i = 0; i < 1500; i++) build(src2, [{ file: `d${i % 10}/f${i}`, content: `file ${i}` }]);
+  assert.equal(bakker(['backup', src2, '--store', store2]).code, 0);
+  const latest = fs.readlinkSync(path.join(store2, 'latest'));
+  for (let i = 0; i < 1500; i += 2) fs.rmSync(path.join(store2, latest, src2, `d${i % 10}/f${i}`));
+  const r = bakker(['backup', src2, '--store', store2]);
+  assert.equal(r.code, 0, r.stderr.slice(-500));
+  assert.equal(r.stderr.split('\n').filter((l) => l.includes('stored copy in the previous snapshot is missing')).length, 750);
+  assert.equal(bakker(['verify', '--store', store2]).code, 0);
+});

@@ -231,7 +231,8 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       let prev = prevImpl.find(e.path, onRemoved);
       if (prev instanceof Promise) prev = await prev;
       if (item.xattrsPending) settleXattrs(item, prev, emit, counts);
-      count(counts, e, prev);
+      const reusable = canReuse(prev, e);
+      count(counts, e, prev, reusable);
       let work: { job: Job; decide: Decide } | undefined;
       const copy = () => writer.copy(e, item.abs);
       switch (e.type) {
@@ -245,7 +246,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
             const first = groupFirst.get(item.linkTo);
             const job = new LazyJob(async () => writer.linkToGroup(e, item.linkTo!, first ? await isKept(first) : false, copy));
             work = { job, decide: () => job.value === true };
-          } else if (canReuse(prev, e)) work = writer.reuse(e, prev, copy);
+          } else if (reusable) work = writer.reuse(e, prev!, copy);
           else work = StoreWriter.job(copy());
           if (e.hardlink !== undefined && !item.linkTo) {
             work = { job: work.job, decide: once(work.decide) };
@@ -253,7 +254,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
           }
           break;
         case 'symlink':
-          work = canReuse(prev, e) ? writer.reuse(e, prev, () => writer.symlink(e)) : StoreWriter.job(writer.symlink(e));
+          work = reusable ? writer.reuse(e, prev!, () => writer.symlink(e)) : StoreWriter.job(writer.symlink(e));
           break;
         default:
           break; // fifos, sockets and devices live in the impl only
@@ -344,7 +345,7 @@ function newCounts(): Counts {
   return { entries: 0, files: 0, dirs: 0, symlinks: 0, specials: 0, added: 0, changed: 0, unchanged: 0, removed: 0, bytes: 0, warnings: 0 };
 }
 
-function count(c: Counts, e: Entry, prev: Entry | undefined): void {
+function count(c: Counts, e: Entry, prev: Entry | undefined, reusable: boolean): void {
   c.entries++;
   if (e.type === 'file') {
     c.files++;
@@ -354,7 +355,7 @@ function count(c: Counts, e: Entry, prev: Entry | undefined): void {
   else c.specials++;
   if (e.type !== 'file' && e.type !== 'symlink') return;
   if (!prev) c.added++;
-  else if (canReuse(prev, e)) c.unchanged++;
+  else if (reusable) c.unchanged++;
   else c.changed++;
 }
 
@@ -390,8 +391,9 @@ async function dryRun(opts: BackupOptions, emit: Emit, progress: Progress, now: 
       const e = item.entry;
       const prev = await prevImpl.find(e.path, () => counts.removed++);
       if (item.xattrsPending) settleXattrs(item, prev, emit, counts);
-      count(counts, e, prev);
-      if (e.type === 'file' && !item.linkTo && !canReuse(prev, e)) {
+      const reusable = canReuse(prev, e);
+      count(counts, e, prev, reusable);
+      if (e.type === 'file' && !item.linkTo && !reusable) {
         bytesToCopy += e.size;
         emit({ event: 'entry', change: prev ? 'changed' : 'new', path: display(e.path) });
       }

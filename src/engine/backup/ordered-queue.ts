@@ -18,6 +18,8 @@ interface Item {
   entry: Entry;
   job: Job | undefined;
   decide: Decide | undefined;
+  /** The decision, once taken: decide() runs exactly once per item. */
+  kept?: boolean | Promise<boolean>;
 }
 
 /** A decision taken at most once (the queue and a hard-link group may both ask). */
@@ -91,7 +93,7 @@ export class OrderedQueue {
         return this.flushAsync(allowed);
       }
       if (item.job?.failure !== undefined) throw item.job.failure;
-      const keep = item.decide ? item.decide() : true;
+      const keep = (item.kept ??= item.decide ? item.decide() : true);
       if (keep !== true && keep !== false) return this.flushAsync(allowed);
       if (keep) {
         const w = this.write(item.entry);
@@ -113,7 +115,7 @@ export class OrderedQueue {
         await item.job.wait();
       }
       if (item.job?.failure !== undefined) throw item.job.failure;
-      const keep = item.decide ? await item.decide() : true;
+      const keep = await (item.kept ??= item.decide ? item.decide() : true);
       if (keep) await this.write(item.entry);
       this.advance();
     }

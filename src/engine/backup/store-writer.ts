@@ -74,10 +74,7 @@ class LinkBatch implements Job {
   }
 }
 
-interface LinkJob {
-  job: Job;
-  code: (index: number) => string | null;
-}
+
 
 /** Re-reads a file's metadata after it changed under us; false when it is no longer a file. */
 function refresh(e: Entry, abs: Buffer): boolean {
@@ -140,28 +137,6 @@ export class StoreWriter {
 
   private batch: LinkBatch | null = null;
 
-  /** Queues the link of `rel` from the previous snapshot; the batch settles once done (see flushLinks). */
-  private queueLink(rel: Buffer): { batch: LinkJob; index: number } {
-    if (!this.store.linkMany) {
-      const job = new PromiseJob(
-        this.dirs.then(() => this.store.link(join(this.prevTree!, rel), join(this.tree, rel))).then(
-          () => null,
-          (err) => {
-            if (errnoCode(err) === 'ENOENT') return 'ENOENT';
-            throw err;
-          },
-        ),
-      );
-      return { batch: { job, code: () => job.value ?? null }, index: 0 };
-    }
-    // A batch already sent (someone waited on it early) takes no more links.
-    if (!this.batch || this.batch.isSent) this.batch = new LinkBatch(this.store, this.prevTree!, this.tree, this.linkSlots);
-    const b = this.batch;
-    const index = b.add(rel, this.dirs);
-    if (b.size >= LINK_BATCH) this.flushLinks();
-    return { batch: { job: b, code: (i) => b.code(i) }, index };
-  }
-
   /** Sends the queued links to the store now. */
   flushLinks(): void {
     this.batch?.send();
@@ -169,29 +144,47 @@ export class StoreWriter {
   }
 
   /**
-   * Reuses the previous snapshot's copy of `e`. The returned job and decision go to the
-   * ordered queue; when the old copy turned out to be gone, the decision copies anew.
+   * Reuses the previous snapshot's copy of `e`: a link queued in a batch (one job for many
+   * entries). The returned job and decision go to the ordered queue; when the old copy turned
+   * out to be gone, the decision copies anew.
    */
   reuse(e: Entry, prev: Entry, fallback: () => Promise<boolean>): { job: Job; decide: Decide } {
     e.since = prev.since ?? this.name;
     if (prev.sum !== undefined) e.sum = prev.sum;
-    const { batch, index } = this.queueLink(e.path);
-    const decide: Decide = () => {
-      const code = batch.code(index);
-      if (code === null) {
-        this.stats.linked++;
-        this.stats.bytesLinked += e.size;
-        this.progress.linked++;
-        return true;
-      }
-      if (code === 'ENOENT') {
-        this.emit({ event: 'warning', path: display(e.path), message: 'stored copy in the previous snapshot is missing: copying anew' });
-        delete e.sum;
-        return fallback();
-      }
-      throw Object.assign(new Error(`${code}: cannot link ${display(e.path)} in the store`), { code });
-    };
-    return { job: batch.job, decide };
+    if (!this.store.linkMany) {
+      const job = new PromiseJob(
+        this.dirs.then(() => this.store.link(join(this.prevTree!, e.path), join(this.tree, e.path))).then(
+          () => null,
+          (err) => {
+            if (errnoCode(err) === 'ENOENT') return 'ENOENT';
+            throw err;
+          },
+        ),
+      );
+      return { job, decide: () => this.linked(job.value ?? null, e, fallback) };
+    }
+    // A batch already sent (someone waited on it early) takes no more links.
+    if (!this.batch || this.batch.isSent) this.batch = new LinkBatch(this.store, this.prevTree!, this.tree, this.linkSlots);
+    const b = this.batch;
+    const index = b.add(e.path, this.dirs);
+    if (b.size >= LINK_BATCH) this.flushLinks();
+    return { job: b, decide: () => this.linked(b.code(index), e, fallback) };
+  }
+
+  /** The outcome of a reuse link: kept, copied anew (old copy gone), or a store error. */
+  private linked(code: string | null, e: Entry, fallback: () => Promise<boolean>): boolean | Promise<boolean> {
+    if (code === null) {
+      this.stats.linked++;
+      this.stats.bytesLinked += e.size;
+      this.progress.linked++;
+      return true;
+    }
+    if (code === 'ENOENT') {
+      this.emit({ event: 'warning', path: display(e.path), message: 'stored copy in the previous snapshot is missing: copying anew' });
+      delete e.sum;
+      return fallback();
+    }
+    throw Object.assign(new Error(`${code}: cannot link ${display(e.path)} in the store`), { code });
   }
 
   /** A later member of a hard-link group: a link to the first member's new copy. */
