@@ -25,6 +25,8 @@ export interface WalkOptions {
    * unchanged xattrs and ACLs: setting them updates ctime).
    */
   probeXattrs?: boolean;
+  /** Absolute directory paths (as latin1 strings) never descended into, such as the store itself. */
+  skip?: Set<string>;
 }
 
 /** What the walk yields (in batches), in walk order (depth first, names sorted by bytes). */
@@ -253,6 +255,7 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
       const mode = stats[o]!;
       const isDir = (mode & 0o170000) === 0o040000;
       if (opts.exclude && opts.exclude.excluded('/' + childRel.toString('latin1'), isDir)) continue;
+      if (isDir && opts.skip?.has('/' + childRel.toString('latin1'))) continue;
       const st: StatLike = {
         mode,
         uid: stats[o + 1]!,

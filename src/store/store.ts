@@ -78,6 +78,8 @@ export class SourceError extends Error {
 export interface Store {
   readonly url: string;
   readonly caps: StoreCaps;
+  /** For a store in a local folder: its absolute path (a backup never descends into it). */
+  readonly localRoot?: string;
   /** lstat: never follows a symlink. null when missing. */
   stat(p: Buffer): Promise<StoreStat | null>;
   /** Names in a directory, unsorted. */

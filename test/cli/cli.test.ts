@@ -185,3 +185,15 @@ test('verify reports a damaged snapshot with the path and exit code 1', () => {
   assert.equal(restore.code, 1);
   assert.match(restore.stderr, /a\.txt does not match its checksum/);
 });
+
+test('a store inside a source is left out of the backup', () => {
+  const dir = path.join(work, 'self');
+  build(dir, [{ file: 'data.txt', content: 'd' }]);
+  const store = path.join(dir, 'backups');
+  for (let i = 0; i < 2; i++) {
+    const r = bakker(['backup', dir, '--store', store]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /the store .*backups is inside the source .*: it is left out of the backup/);
+  }
+  assert.deepEqual(fs.readdirSync(path.join(store, 'latest', dir)).sort(), ['data.txt']);
+});

@@ -134,6 +134,16 @@ class PreviousImpl {
   }
 }
 
+/** A local store inside a source is left out of the backup (it would copy itself over and over). */
+function storeSkip(store: Store, sources: SourceSpec[], emit: Emit): Set<string> | undefined {
+  const root = store.localRoot;
+  if (!root) return undefined;
+  const inside = sources.find((s) => root === s.path || root.startsWith(s.path.endsWith('/') ? s.path : `${s.path}/`));
+  if (!inside) return undefined;
+  emit({ event: 'info', message: `the store ${root} is inside the source ${inside.path}: it is left out of the backup` });
+  return new Set([Buffer.from(root).toString('latin1')]);
+}
+
 /** xattrs and ACLs: unchanged ctime means unchanged xattrs (setting them updates ctime); else read them now. */
 function settleXattrs(item: WalkItem & { kind: 'entry' }, prev: Entry | undefined, emit: Emit, counts: Counts): void {
   const e = item.entry;
@@ -217,7 +227,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     const groupFirst = new Map<Entry, { job: Job; decide: Decide }>();
     progress.phase = 'walking';
 
-    for await (const batch of walk({ sources: opts.sources, exclude: opts.exclude, oneFileSystem: opts.oneFileSystem, probeXattrs: !prevImpl.present })) for (const item of batch) {
+    for await (const batch of walk({ sources: opts.sources, exclude: opts.exclude, oneFileSystem: opts.oneFileSystem, probeXattrs: !prevImpl.present, skip: storeSkip(store, opts.sources, emit) })) for (const item of batch) {
       if (item.kind === 'warning') {
         counts.warnings++;
         if (item.unreadable) writer.stats.unreadable++;
@@ -381,7 +391,7 @@ async function dryRun(opts: BackupOptions, emit: Emit, progress: Progress, now: 
   const counts = newCounts();
   let bytesToCopy = 0;
   try {
-    for await (const batch of walk({ sources: opts.sources, exclude: opts.exclude, oneFileSystem: opts.oneFileSystem, probeXattrs: !prevImpl.present })) for (const item of batch) {
+    for await (const batch of walk({ sources: opts.sources, exclude: opts.exclude, oneFileSystem: opts.oneFileSystem, probeXattrs: !prevImpl.present, skip: storeSkip(store, opts.sources, emit) })) for (const item of batch) {
       if (item.kind === 'warning') {
         counts.warnings++;
         emit({ event: 'warning', path: display(item.path), message: item.message });

@@ -35,10 +35,12 @@ const ERRNO_NAMES = new Map(Object.entries(os.constants.errno).map(([k, v]) => [
 export class LocalStore implements Store {
   readonly url: string;
   readonly caps: StoreCaps;
+  readonly localRoot: string;
   private readonly root: Buffer;
 
   constructor(root: string) {
     this.url = path.resolve(root);
+    this.localRoot = this.url;
     this.root = Buffer.from(this.url);
     const isRoot = process.getuid?.() === 0;
     this.caps = { hardLinks: true, atomicRename: true, ownership: isRoot, nsTimes: true, inFlight: 64 };
