@@ -3,6 +3,7 @@ import path from 'node:path';
 import { native } from '../native.js';
 import { typeOfMode, type Entry } from '../manifest/entry.js';
 import { join } from '../util/bpath.js';
+import { Scanner, SCAN_FIELDS } from './scanner.js';
 import { fromBigNs, nsTime, type NsTime } from '../manifest/time.js';
 import { aclToText, ACL_ACCESS, ACL_DEFAULT } from './acl.js';
 import type { Matcher } from './exclude.js';
@@ -89,9 +90,7 @@ function sourceTree(sources: SourceSpec[]): Node {
 
 const byName = (a: Node, b: Node) => Buffer.compare(a.name, b.name);
 
-/** Must match SCAN_FIELDS in src/native/bakker_native.c. */
-const SCAN_FIELDS = 15;
-/** Subdirectory scans started ahead of the walk. */
+/** Subdirectory scans started ahead of the walk within one directory. */
 const PREFETCH = 8;
 const ENOENT = 2;
 
@@ -217,12 +216,7 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
     return { item };
   }
 
-  /** Starts scanning a directory on the thread pool; the promise never rejects unhandled. */
-  function scan(abs: Buffer): Promise<[Buffer, Float64Array]> {
-    const p = native.scanDir(abs, opts.probeXattrs !== false);
-    p.catch(() => undefined);
-    return p;
-  }
+  const scanner = new Scanner(opts.probeXattrs !== false);
 
   /**
    * Walks one directory whose scan is under way. Yields its entries in batches (a batch ends
@@ -254,8 +248,10 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
       }
       const mode = stats[o]!;
       const isDir = (mode & 0o170000) === 0o040000;
-      if (opts.exclude && opts.exclude.excluded('/' + childRel.toString('latin1'), isDir)) continue;
-      if (isDir && opts.skip?.has('/' + childRel.toString('latin1'))) continue;
+      if ((opts.exclude && opts.exclude.excluded('/' + childRel.toString('latin1'), isDir)) || (isDir && opts.skip?.has('/' + childRel.toString('latin1')))) {
+        if (isDir) scanner.drop(join(abs, name));
+        continue;
+      }
       const st: StatLike = {
         mode,
         uid: stats[o + 1]!,
@@ -276,11 +272,11 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
       if (probe === -2) r.item.xattrsPending = true;
       items.push(r.item);
       if (isDir && (!opts.oneFileSystem || r.item.dev === rootDev)) subdirs.push(items.length - 1);
+      else if (isDir) scanner.drop(r.item.abs);
     }
-    const scans = new Map<number, Promise<[Buffer, Float64Array]>>();
     const prefetch = (k: number) => {
       const idx = subdirs[k];
-      if (idx !== undefined && !scans.has(idx)) scans.set(idx, scan((items[idx] as WalkItem & { kind: 'entry' }).abs));
+      if (idx !== undefined) scanner.start((items[idx] as WalkItem & { kind: 'entry' }).abs);
     };
     for (let k = 0; k < PREFETCH; k++) prefetch(k);
     let start = 0;
@@ -290,9 +286,7 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
       start = idx + 1;
       prefetch(k + PREFETCH);
       const dir = items[idx] as WalkItem & { kind: 'entry' };
-      const listing = scans.get(idx)!;
-      scans.delete(idx);
-      yield* walkDir(dir.entry.path, dir.abs, rootDev, listing);
+      yield* walkDir(dir.entry.path, dir.abs, rootDev, scanner.take(dir.abs));
     }
     if (start < items.length) yield items.slice(start);
   }
@@ -312,7 +306,7 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
         if (item.entry.type !== 'dir') return;
         dev = item.dev;
       } else dev = fs.statSync(readFrom).dev;
-      yield* walkDir(rel, readFrom, dev, scan(readFrom));
+      yield* walkDir(rel, readFrom, dev, scanner.take(readFrom));
       return;
     }
     for (const child of [...node.children.values()].sort(byName)) {
