@@ -1,7 +1,9 @@
 /**
- * Test-only fault injection: when BAKKER_FAULT names this point, the process kills itself with
- * SIGKILL right there, so tests can prove a kill at any step leaves the store consistent.
+ * Test-only fault injection. BAKKER_FAULT=NAME kills the process with SIGKILL at that point;
+ * BAKKER_FAULT=NAME:pause stops it there for 1.5 s (so a test can signal a run at a known step).
  */
 export function faultPoint(name: string): void {
-  if (process.env.BAKKER_FAULT === name) process.kill(process.pid, 'SIGKILL');
+  const f = process.env.BAKKER_FAULT;
+  if (f === name) process.kill(process.pid, 'SIGKILL');
+  else if (f === `${name}:pause`) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1500);
 }

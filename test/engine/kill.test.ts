@@ -90,3 +90,21 @@ test('a second run while one holds the lock is refused with a clear message', as
   assert.match(r.stderr, /is in use by bakker PID \d+ .*remove .*\.bakker\/lock/);
   fs.rmSync(path.join(store, '.bakker/lock'));
 });
+
+test('SIGTERM stops a run cleanly: nothing published, run folder and lock removed', async () => {
+  mutate(7);
+  const prior = state();
+  const child = bakkerAsync(['backup', src, '--store', store, '--checksum', 'sha256'], { BAKKER_FAULT: 'mid-walk:pause' });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  await new Promise((r) => setTimeout(r, 700)); // inside the pause at entry 500
+  child.kill('SIGTERM');
+  const code = await exited;
+  assert.equal(code, 1, stderr);
+  assert.match(stderr, /SIGTERM: stopping/);
+  assert.match(stderr, /backup interrupted: no snapshot was published, earlier snapshots are intact/);
+  assert.deepEqual(state().complete, prior.complete);
+  assert.deepEqual(fs.readdirSync(path.join(store, '.bakker/run')), []);
+  assert.ok(!fs.existsSync(path.join(store, '.bakker/lock')));
+});

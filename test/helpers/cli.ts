@@ -19,8 +19,8 @@ export function bakker(args: string[], opts: { cwd?: string; env?: NodeJS.Proces
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
-export function bakkerAsync(args: string[]) {
-  return spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+export function bakkerAsync(args: string[], env: NodeJS.ProcessEnv = {}) {
+  return spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
 }
 
 export function jsonLines(s: string): Record<string, unknown>[] {
