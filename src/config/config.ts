@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { LineCounter, parseDocument, isMap, isSeq, isScalar, type Node, type Document } from 'yaml';
+import { LineCounter, parseDocument, isMap, isScalar, type Node, type Document } from 'yaml';
 import { configError } from '../errors.js';
 import { HASH_ALGOS, type HashAlgo } from '../util/hash.js';
 import { compilePattern, PatternError } from '../scan/exclude.js';

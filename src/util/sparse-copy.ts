@@ -6,12 +6,12 @@ const HOLE_BLOCK = 4096;
 const ZERO = Buffer.alloc(HOLE_BLOCK);
 
 /**
- * Copies `size` bytes from fd `src` (positional reads, so the caller's offset is untouched) to
- * fd `dst`. When `sparse`, all-zero 4 KiB blocks are skipped so they stay holes, and the file is
- * extended to `size` at the end. Returns the bytes actually read (less than `size` when the
- * source shrank meanwhile; the caller re-checks with fstat).
+ * Copies fd `src` to its end (positional reads, so the caller's offset is untouched) into fd
+ * `dst`. When `sparse`, all-zero 4 KiB blocks are skipped so they stay holes, and the file is
+ * extended to the bytes read at the end. Returns the bytes read (the source may have changed
+ * meanwhile; the caller re-checks with fstat).
  */
-export async function copyFd(src: number, dst: number, size: number, sparse: boolean, hasher?: Hasher): Promise<number> {
+export async function copyFd(src: number, dst: number, sparse: boolean, hasher?: Hasher): Promise<number> {
   const buf = Buffer.allocUnsafe(CHUNK);
   let pos = 0;
   for (;;) {

@@ -8,7 +8,6 @@ import { ImplReader, ImplWriter } from '../../manifest/impl-io.js';
 import type { Matcher } from '../../scan/exclude.js';
 import { inheritXattrs, loadXattrs, walk, type SourceSpec, type WalkItem } from '../../scan/walker.js';
 import type { Store } from '../../store/store.js';
-import { b } from '../../store/store.js';
 import { comparePaths, display, join } from '../../util/bpath.js';
 import { loadHash, type HashAlgo } from '../../util/hash.js';
 import { newProgress, noEmit, type Emit, type Progress } from '../events.js';
@@ -428,4 +427,3 @@ async function dryRun(opts: BackupOptions, emit: Emit, progress: Progress, now: 
   return { snapshot: null, previous, dryRun: true, summary };
 }
 
-export const _internal = { b };

@@ -7,7 +7,7 @@ import { ImplReader } from '../../manifest/impl-io.js';
 import { native } from '../../native.js';
 import { IdNames } from '../../scan/ids.js';
 import type { Store } from '../../store/store.js';
-import { basename, display, EMPTY, isWithin, join, parent, safeComponents } from '../../util/bpath.js';
+import { display, EMPTY, isWithin, join, parent, safeComponents } from '../../util/bpath.js';
 import { algoOfSum, createHasher, loadHash } from '../../util/hash.js';
 import { TaskPool } from '../../util/task-pool.js';
 import { noEmit, type Emit, type Progress } from '../events.js';
@@ -193,4 +193,3 @@ async function restoreFile(store: Store, src: Buffer, e: Entry, tmp: Buffer): Pr
   }
 }
 
-export const _test = { basename };

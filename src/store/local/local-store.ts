@@ -156,7 +156,7 @@ export class LocalStore implements Store {
       const hasher = createHasher(hash);
       const out = await fsp.open(dest, O_WRONLY | O_CREAT | O_EXCL, 0o600);
       try {
-        await copyFd(fh.fd, out.fd, Number(st0.size), src.sparse, hasher);
+        await copyFd(fh.fd, out.fd, src.sparse, hasher);
       } catch (err) {
         await out.close();
         await fsp.rm(dest, { force: true });
@@ -238,7 +238,3 @@ export class LocalStore implements Store {
   async close(): Promise<void> {}
 }
 
-/** Opens a stream over a Buffer path that might not be valid UTF-8. */
-export function readStreamOf(p: Buffer): Readable {
-  return fs.createReadStream(p);
-}
