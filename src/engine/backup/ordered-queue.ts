@@ -8,6 +8,8 @@ import type { Entry } from '../../manifest/entry.js';
 export interface Job {
   settled: boolean;
   failure?: unknown;
+  /** True while the work has not started (waiting would start it). */
+  readonly idle?: boolean;
   wait(): Promise<void>;
 }
 
@@ -35,6 +37,9 @@ export class LazyJob<T> implements Job {
   value?: T;
   private started: Promise<void> | null = null;
   constructor(private readonly start: () => Promise<T>) {}
+  get idle(): boolean {
+    return this.started === null;
+  }
   wait(): Promise<void> {
     this.started ??= this.start().then(
       (v) => {
@@ -136,6 +141,10 @@ export class OrderedQueue {
 
   /** Waits for in-flight work without writing (used when the run is abandoned). */
   async settle(): Promise<void> {
-    for (let i = this.head; i < this.items.length; i++) await this.items[i]?.job?.wait().catch(() => undefined);
+    for (let i = this.head; i < this.items.length; i++) {
+      const job = this.items[i]?.job;
+      if (!job || job.idle) continue; // never start work while abandoning the run
+      await job.wait().catch(() => undefined);
+    }
   }
 }

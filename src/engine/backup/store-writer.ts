@@ -36,6 +36,10 @@ class LinkBatch implements Job {
     return this.sent !== null;
   }
 
+  get idle(): boolean {
+    return this.sent === null;
+  }
+
   /** What must be done before the batch may run (the directories it links into). */
   after: Promise<void> = Promise.resolve();
 
