@@ -1,0 +1,58 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { bakker } from '../helpers/cli.js';
+import { build, requireTool, rmrf, tempDir } from '../helpers/tree.js';
+
+/**
+ * A store on a real, small filesystem (a loop-mounted 16 MiB ext4 image) that fills up: the run
+ * fails with one clear line, publishes nothing, cleans its run folder, and the earlier snapshot
+ * stays whole and verifiable.
+ */
+let work: string;
+let mnt: string;
+let loop: string | undefined;
+
+before(() => {
+  for (const t of ['losetup', 'mkfs.ext4', 'mount', 'umount']) requireTool(t);
+  work = tempDir();
+  const img = path.join(work, 'store.img');
+  execFileSync('truncate', ['-s', '16M', img]);
+  execFileSync('mkfs.ext4', ['-q', '-F', img]);
+  loop = execFileSync('losetup', ['-f', '--show', img], { encoding: 'utf8' }).trim();
+  mnt = path.join(work, 'mnt');
+  fs.mkdirSync(mnt);
+  execFileSync('mount', [loop, mnt]);
+});
+
+after(() => {
+  try {
+    execFileSync('umount', [mnt]);
+  } finally {
+    if (loop) execFileSync('losetup', ['-d', loop]);
+    rmrf(work);
+  }
+});
+
+test('a store that runs out of space fails cleanly and keeps earlier snapshots', () => {
+  const src = path.join(work, 'src');
+  build(src, [{ file: 'small.txt', content: 'small' }]);
+  const store = path.join(mnt, 'store');
+  assert.equal(bakker(['backup', src, '--store', store]).code, 0);
+  const first = fs.readlinkSync(path.join(store, 'latest'));
+  fs.writeFileSync(path.join(src, 'big.bin'), Buffer.alloc(24 << 20, 3));
+  const r = bakker(['backup', src, '--store', store]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /^bakker: store .* is full \((ENOSPC|EDQUOT)\): free space there or prune old snapshots; no snapshot was published and earlier ones are intact$/m);
+  assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  assert.equal(fs.readlinkSync(path.join(store, 'latest')), first);
+  assert.deepEqual(fs.readdirSync(path.join(store, '.bakker/run')), []);
+  assert.ok(!fs.existsSync(path.join(store, '.bakker/lock')));
+  const v = bakker(['verify', '--store', store, '--snapshot', 'all']);
+  assert.equal(v.code, 0, v.stdout);
+  fs.rmSync(path.join(src, 'big.bin'));
+  const again = bakker(['backup', src, '--store', store]);
+  assert.equal(again.code, 0, again.stderr);
+});
