@@ -1,10 +1,5 @@
 import { BakkerError, errMessage } from '../errors.js';
 import { Output } from '../ui/output.js';
-import * as backup from './backup.js';
-import * as diff from './diff.js';
-import * as list from './list.js';
-import * as restore from './restore.js';
-import * as verify from './verify.js';
 import { EXIT, exitCodeOf } from './exit-codes.js';
 
 interface Command {
@@ -12,7 +7,14 @@ interface Command {
   run(argv: string[], out: Output, signal: AbortSignal): Promise<number>;
 }
 
-const COMMANDS: Record<string, Command> = { backup, list, diff, restore, verify };
+/** Commands load on demand: a run pays only for the code it uses (time and memory). */
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  backup: () => import('./backup.js'),
+  list: () => import('./list.js'),
+  diff: () => import('./diff.js'),
+  restore: () => import('./restore.js'),
+  verify: () => import('./verify.js'),
+};
 
 const USAGE = `Usage: bakker COMMAND [options]
 
@@ -39,15 +41,16 @@ export async function main(argv: string[]): Promise<number> {
     return EXIT.OK;
   }
   if (name === 'help') {
-    const c = rest[0] ? COMMANDS[rest[0]] : undefined;
-    process.stdout.write((c ? c.help : USAGE) + '\n');
+    const load = rest[0] ? COMMANDS[rest[0]] : undefined;
+    process.stdout.write((load ? (await load()).help : USAGE) + '\n');
     return EXIT.OK;
   }
-  const cmd = COMMANDS[name];
-  if (!cmd) {
+  const load = COMMANDS[name];
+  if (!load) {
     process.stderr.write(`bakker: unknown command "${name}": run 'bakker --help' for the list\n`);
     return EXIT.USAGE;
   }
+  const cmd = await load();
   if (rest.includes('--help') || rest.includes('-h')) {
     process.stdout.write(cmd.help + '\n');
     return EXIT.OK;
