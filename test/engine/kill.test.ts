@@ -108,3 +108,14 @@ test('SIGTERM stops a run cleanly: nothing published, run folder and lock remove
   assert.deepEqual(fs.readdirSync(path.join(store, '.bakker/run')), []);
   assert.ok(!fs.existsSync(path.join(store, '.bakker/lock')));
 });
+
+test('a lock left by a dead process on this host is taken over, with a note', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+  const pid = Number(dead.stdout);
+  fs.writeFileSync(path.join(store, '.bakker/lock'), JSON.stringify({ pid, host: (await import('node:os')).hostname(), started: '2026-01-01T00:00:00Z', procStart: '1' }));
+  const r = bakker(['backup', src, '--store', store]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, new RegExp(`took over the lock of a dead run \\(PID ${pid}, started 2026-01-01T00:00:00Z\\)`));
+  assert.ok(!fs.existsSync(path.join(store, '.bakker/lock')));
+});
