@@ -18,7 +18,7 @@ before(() => {
   store = path.join(work, 'store');
   fs.mkdirSync(src);
   fs.writeFileSync(path.join(src, 'steady'), 'steady');
-  fs.writeFileSync(path.join(src, 'busy.db'), Buffer.alloc(8 << 20, 1));
+  fs.writeFileSync(path.join(src, 'busy.db'), Buffer.alloc(32 << 20, 1));
 });
 
 after(() => rmrf(work));
@@ -29,12 +29,13 @@ function implEntries(name: string): Record<string, unknown>[] {
 }
 
 test('a file modified while it is copied is retried, then flagged, and copied again next time', async () => {
-  // The writer rewrites a block and bumps the mtime every millisecond until told to stop.
+  // The writer rewrites a block and bumps the mtime in a tight loop until it is killed, so every
+  // copy attempt (32 MiB, a few ms at least) sees the file change under it.
   const writer = spawn(process.execPath, ['-e', `
     const fs = require('fs'); const f = process.argv[1]; let i = 0;
     const fd = fs.openSync(f, 'r+');
-    process.stdout.write('go\\n');
-    setInterval(() => { fs.writeSync(fd, Buffer.alloc(4096, i++ & 255), 0, 4096, (i * 4096) % (8 << 20)); fs.futimesSync(fd, i, i); }, 1);
+    const block = Buffer.alloc(4096, 7);
+    process.stdout.write('go\\n', () => { for (;;) { fs.writeSync(fd, block, 0, 4096, (++i * 4096) % (32 << 20)); fs.futimesSync(fd, i, i); } });
   `, path.join(src, 'busy.db')], { stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise((r) => writer.stdout.once('data', r));
   let r;
