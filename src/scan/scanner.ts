@@ -24,6 +24,11 @@ export class Scanner {
     private readonly fanout = 2,
   ) {}
 
+  /** Listings started and not yet taken or dropped. */
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
   start(abs: Buffer): void {
     const key = abs.toString('latin1');
     if (this.pending.has(key) || this.pending.size >= this.budget) return;

@@ -172,15 +172,22 @@ test('diff lists added, removed, changed and metadata-only paths', () => {
 
 test('verify reports a damaged snapshot with the path and exit code 1', () => {
   const store = path.join(work, 'damaged');
+  fs.writeFileSync(path.join(src, 'hl-a'), 'shared');
+  fs.linkSync(path.join(src, 'hl-a'), path.join(src, 'hl-b'));
   assert.equal(bakker(['backup', src, '--store', store, '--checksum', 'md5']).code, 0);
   const snap = fs.readlinkSync(path.join(store, 'latest'));
   const f = path.join(store, snap, src, 'a.txt');
   fs.writeFileSync(f, 'X'); // same size, other content
   fs.rmSync(path.join(store, snap, src, 'keep/d'));
+  // a hard-link group split apart in the store
+  const hl = path.join(store, snap, src, 'hl-b');
+  fs.rmSync(hl);
+  fs.writeFileSync(hl, 'shared');
   const r = bakker(['verify', '--store', store]);
   assert.equal(r.code, 1);
   assert.match(r.stdout, /a\.txt: content does not match its checksum/);
   assert.match(r.stdout, /keep\/d: file is missing from the snapshot folder/);
+  assert.match(r.stdout, /hl-b: is not hard-linked to the rest of its group 1 in the snapshot folder/);
   const restore = bakker(['restore', '--store', store, '--to', path.join(work, 'rd'), '--include', `${src}/a.txt`]);
   assert.equal(restore.code, 1);
   assert.match(restore.stderr, /a\.txt does not match its checksum/);

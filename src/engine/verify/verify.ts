@@ -38,6 +38,8 @@ export async function verifySnapshot(store: Store, snapshot: string, opts: { emi
   }
   const tree = treePath(snapshot);
   const pool = new TaskPool(store.caps.inFlight);
+  /** Hard-link group -> inode of its first member (every member must share it). */
+  const groups = new Map<number, Promise<number | undefined>>();
   const dataPool = new TaskPool(4);
   try {
     if (reader.header.snapshot !== snapshot) problem(undefined, `impl header names snapshot ${reader.header.snapshot}`);
@@ -61,7 +63,7 @@ export async function verifySnapshot(store: Store, snapshot: string, opts: { emi
       }
       const entry = e;
       if (entry.type === 'file' || entry.type === 'symlink' || entry.type === 'dir') {
-        await pool.add(() => checkEntry(store, join(tree, entry.path), entry, problem));
+        await pool.add(() => checkEntry(store, join(tree, entry.path), entry, problem, groups));
       }
       if (entry.type === 'file' && entry.sum && opts.readData !== false) {
         await dataPool.add(async () => {
@@ -77,9 +79,19 @@ export async function verifySnapshot(store: Store, snapshot: string, opts: { emi
   return res;
 }
 
-async function checkEntry(store: Store, p: Buffer, e: Entry, problem: (p: Buffer, m: string) => void): Promise<void> {
-  const st = await store.stat(p);
+async function checkEntry(store: Store, p: Buffer, e: Entry, problem: (p: Buffer, m: string) => void, groups: Map<number, Promise<number | undefined>>): Promise<void> {
+  const statted = store.stat(p);
+  let first: Promise<number | undefined> | undefined;
+  if (e.hardlink !== undefined && e.type === 'file') {
+    first = groups.get(e.hardlink);
+    if (!first) groups.set(e.hardlink, statted.then((s) => s?.ino));
+  }
+  const st = await statted;
   if (!st) return problem(e.path, `${e.type} is missing from the snapshot folder`);
+  if (first) {
+    const ino = await first;
+    if (ino !== undefined && ino !== st.ino) problem(e.path, `is not hard-linked to the rest of its group ${e.hardlink} in the snapshot folder`);
+  }
   if (st.type !== e.type) return problem(e.path, `is a ${st.type} in the snapshot folder, the impl says ${e.type}`);
   if (e.type === 'file' && st.size !== e.size) return problem(e.path, `stored copy has ${st.size} bytes, the impl says ${e.size}`);
   if (e.type === 'symlink') {
