@@ -1,84 +1,17 @@
 import fs from 'node:fs';
 import { errnoCode, errMessage } from '../../errors.js';
 import type { Entry } from '../../manifest/entry.js';
+import { fromBigNs } from '../../manifest/time.js';
 import { SourceError, type PutResult, type Store } from '../../store/store.js';
 import { display, join, parent } from '../../util/bpath.js';
 import type { HashAlgo } from '../../util/hash.js';
 import { Semaphore } from '../../util/semaphore.js';
 import type { Emit, Progress } from '../events.js';
 import type { WriterStats } from '../summary.js';
-import { fromBigNs } from '../../manifest/time.js';
+import { LINK_BATCH, LinkBatch } from './link-batch.js';
 import { PromiseJob, type Decide, type Job } from './ordered-queue.js';
 
 const MAX_TRIES = 3;
-
-/** Links sent to the store together: one job for all of them. */
-class LinkBatch implements Job {
-  settled = false;
-  failure?: unknown;
-  codes: (string | null)[] = [];
-  private rels: Buffer[] = [];
-  private count = 0;
-  private sent: Promise<void> | null = null;
-
-  constructor(
-    private readonly store: Store,
-    private readonly fromDir: Buffer,
-    private readonly toDir: Buffer,
-    private readonly slots: Semaphore,
-  ) {}
-
-  get size(): number {
-    return this.count;
-  }
-
-  get isSent(): boolean {
-    return this.sent !== null;
-  }
-
-  get idle(): boolean {
-    return this.sent === null;
-  }
-
-  /** What must be done before the batch may run (the directories it links into). */
-  after: Promise<void> = Promise.resolve();
-
-  add(rel: Buffer, after: Promise<void>): number {
-    if (this.sent) throw new Error('internal: link added to a batch already sent');
-    this.after = after;
-    this.count++;
-    return this.rels.push(rel) - 1;
-  }
-
-  code(i: number): string | null {
-    const c = this.codes[i];
-    if (c === undefined) throw new Error(`internal: no result for link ${i} of ${this.count}`);
-    return c;
-  }
-
-  send(): Promise<void> {
-    if (this.sent) return this.sent;
-    const rels = this.rels;
-    this.rels = []; // entries waiting on this batch keep it alive: do not keep the paths too
-    this.sent = this.after.then(() => this.slots.run(() => this.store.linkMany!(this.fromDir, this.toDir, rels))).then(
-      (codes) => {
-        this.codes = codes;
-        this.settled = true;
-      },
-      (err) => {
-        this.failure = err;
-        this.settled = true;
-      },
-    );
-    return this.sent;
-  }
-
-  wait(): Promise<void> {
-    return this.send();
-  }
-}
-
-
 
 /** Re-reads a file's metadata after it changed under us; false when it is no longer a file. */
 function refresh(e: Entry, abs: Buffer): boolean {
@@ -94,8 +27,6 @@ function refresh(e: Entry, abs: Buffer): boolean {
   else delete e.sparse;
   return true;
 }
-const LINK_BATCH = 256;
-
 
 /**
  * Puts entries into the snapshot being written: `tree` and `diff` are the run's folders on the
@@ -168,7 +99,7 @@ export class StoreWriter {
       return { job, decide: () => this.linked(job.value ?? null, e, fallback) };
     }
     // A batch already sent (someone waited on it early) takes no more links.
-    if (!this.batch || this.batch.isSent) this.batch = new LinkBatch(this.store, this.prevTree!, this.tree, this.linkSlots);
+    if (!this.batch || !this.batch.idle) this.batch = new LinkBatch(this.store, this.prevTree!, this.tree, this.linkSlots);
     const b = this.batch;
     const index = b.add(e.path, this.dirs);
     if (b.size >= LINK_BATCH) this.flushLinks();
