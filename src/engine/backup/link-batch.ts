@@ -11,7 +11,6 @@ export const LINK_BATCH = 256;
  * costs no promise per entry. A batch runs once the directories it links into exist (`after`)
  * and a slot is free; after that it takes no more links.
  */
-/** Links sent to the store together: one job for all of them. */
 export class LinkBatch implements Job {
   settled = false;
   failure?: unknown;
