@@ -30,7 +30,7 @@ export interface ImplTrailer {
 
 const TYPES = new Set<EntryType>(['file', 'dir', 'symlink', 'fifo', 'socket', 'char', 'block']);
 
-function bytesIn(v: unknown, what: string, line: number): Buffer {
+export function bytesIn(v: unknown, what: string, line: number): Buffer {
   if (typeof v === 'string') return Buffer.from(v, 'utf8');
   if (v && typeof v === 'object' && typeof (v as { b64?: unknown }).b64 === 'string') {
     return Buffer.from((v as { b64: string }).b64, 'base64');
@@ -139,7 +139,18 @@ export type ImplLine =
   | { kind: 'entry'; entry: Entry }
   | { kind: 'trailer'; trailer: ImplTrailer };
 
+export type RawLine =
+  | { kind: 'header'; header: ImplHeader }
+  | { kind: 'record'; o: Record<string, unknown> }
+  | { kind: 'trailer'; trailer: ImplTrailer };
+
 export function decodeLine(text: string, line: number): ImplLine {
+  const d = parseLine(text, line);
+  return d.kind === 'record' ? { kind: 'entry', entry: decodeEntry(d.o, line) } : d;
+}
+
+/** Parses a line without decoding an entry record (see PrevRecord for the lazy use). */
+export function parseLine(text: string, line: number): RawLine {
   let o: unknown;
   try {
     o = JSON.parse(text);
@@ -156,5 +167,5 @@ export function decodeLine(text: string, line: number): ImplLine {
     return { kind: 'header', header: rec as ImplHeader };
   }
   if (rec.trailer === true) return { kind: 'trailer', trailer: rec as ImplTrailer };
-  return { kind: 'entry', entry: decodeEntry(rec, line) };
+  return { kind: 'record', o: rec };
 }

@@ -38,6 +38,11 @@ export interface Entry {
   sparse?: boolean;
   /** The file kept changing while being copied; the stored copy may be inconsistent. */
   changing?: boolean;
+  /**
+   * Not part of the format: the previous impl's line for an entry proven identical to it
+   * (prev-record.ts sameLine); the impl writer writes it instead of encoding the entry.
+   */
+  raw?: string;
 }
 
 export const MODE_TYPE: Record<number, EntryType> = {

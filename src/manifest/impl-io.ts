@@ -4,7 +4,8 @@ import zlib from 'node:zlib';
 import { BakkerError } from '../errors.js';
 import type { Store } from '../store/store.js';
 import { comparePaths, display } from '../util/bpath.js';
-import { decodeLine, encodeEntry, type ImplHeader, type ImplTrailer } from './codec.js';
+import { decodeLine, encodeEntry, parseLine, type ImplHeader, type ImplTrailer } from './codec.js';
+import { PrevRecord } from './prev-record.js';
 import type { Entry } from './entry.js';
 
 /**
@@ -79,42 +80,48 @@ export class ImplReader {
    * The next entry if it can be had without waiting: an Entry, null at the end, or undefined
    * when more input must be read first (then call next()).
    */
-  nextSync(): Entry | null | undefined {
+  nextRecordSync(): PrevRecord | null | undefined {
     for (;;) {
       if (this.idx >= this.lines.length) return this.done ? null : undefined;
       this.lineNo++;
       const line = this.lines[this.idx++]!;
       if (line === '') continue;
-      const e = this.decode(line);
-      if (e) return e;
+      const r = this.record(line);
+      if (r) return r;
     }
   }
 
-  private decode(line: string): Entry | undefined {
-    const d = decodeLine(line, this.lineNo);
+  /** The next record in walk order (decoded lazily), or null at the end. */
+  async nextRecord(): Promise<PrevRecord | null> {
+    for (;;) {
+      const line = await this.nextLine();
+      if (line === null) return null;
+      if (line === '') continue;
+      const r = this.record(line);
+      if (r) return r;
+    }
+  }
+
+  private record(line: string): PrevRecord | undefined {
+    const d = parseLine(line, this.lineNo);
     if (d.kind === 'trailer') {
       this.trailer = d.trailer;
       return undefined;
     }
     if (d.kind === 'header') throw new BakkerError('IMPL', `impl ${this.name} line ${this.lineNo}: a second header`);
     if (this.trailer) throw new BakkerError('IMPL', `impl ${this.name} line ${this.lineNo}: an entry after the trailer`);
-    const e = d.entry;
-    if (this.last && comparePaths(this.last, e.path) >= 0) {
-      throw new BakkerError('IMPL', `impl ${this.name} line ${this.lineNo}: ${display(e.path)} is out of order: the impl is corrupt or was altered`);
+    const r = new PrevRecord(d.o, line, this.lineNo);
+    if (this.last && comparePaths(this.last, r.path) >= 0) {
+      throw new BakkerError('IMPL', `impl ${this.name} line ${this.lineNo}: ${display(r.path)} is out of order: the impl is corrupt or was altered`);
     }
-    this.last = e.path;
-    return e;
+    this.last = r.path;
+    return r;
   }
 
-  /** The next entry in walk order, or null at the end (then `trailer` is set if the impl has one). */
+  /** The next entry in walk order, fully decoded, or null at the end (then `trailer` is set if the impl has one). */
   async next(): Promise<Entry | null> {
-    for (;;) {
-      const line = await this.nextLine();
-      if (line === null) return null;
-      if (line === '') continue;
-      const e = this.decode(line);
-      if (e) return e;
-    }
+    const r = await this.nextRecord();
+    return r ? r.entry() : null;
   }
 
   close(): void {
@@ -146,7 +153,7 @@ export class ImplWriter {
 
   /** Returns a promise only when the compressor is full and the caller must wait. */
   write(e: Entry): Promise<void> | undefined {
-    this.buf += encodeEntry(e) + '\n';
+    this.buf += (e.raw ?? encodeEntry(e)) + '\n';
     this.count++;
     return this.buf.length >= 65536 ? this.flush() : undefined;
   }

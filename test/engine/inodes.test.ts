@@ -2,6 +2,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { bakker } from '../helpers/cli.js';
 import { build, requireTool, rmrf, sh, tempDir } from '../helpers/tree.js';
 
@@ -111,4 +112,9 @@ test('many missing stored copies (more than the queue holds) are each copied ane
   assert.equal(r.code, 0, r.stderr.slice(-500));
   assert.equal(r.stderr.split('\n').filter((l) => l.includes('stored copy in the previous snapshot is missing')).length, 750);
   assert.equal(bakker(['verify', '--store', store2]).code, 0);
+  const second = fs.readlinkSync(path.join(store2, 'latest'));
+  const lines = zlib.gunzipSync(fs.readFileSync(path.join(store2, `${second}.impl`))).toString().trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  const since = (f: string) => lines.find((o) => o.path === `${src2.slice(1)}/${f}`)?.since;
+  assert.equal(since('d0/f0'), second, 'a copy made anew is new in this snapshot');
+  assert.equal(since('d1/f1'), latest, 'an unchanged file keeps the snapshot it first appeared in');
 });

@@ -1,14 +1,15 @@
 import os from 'node:os';
 import { BakkerError, errnoCode, errMessage } from '../../errors.js';
-import { canReuse } from '../../manifest/change.js';
 import { FORMAT_VERSION, type ImplHeader } from '../../manifest/codec.js';
 import type { Entry } from '../../manifest/entry.js';
 import type { NsTime } from '../../manifest/time.js';
-import { ImplReader, ImplWriter } from '../../manifest/impl-io.js';
+import { ImplWriter } from '../../manifest/impl-io.js';
+import { reuseInfo, sameLine, type PrevRecord } from '../../manifest/prev-record.js';
+import { PreviousImpl } from './previous-impl.js';
 import type { Matcher } from '../../scan/exclude.js';
 import { inheritXattrs, loadXattrs, walk, type SourceSpec, type WalkItem } from '../../scan/walker.js';
 import type { Store } from '../../store/store.js';
-import { comparePaths, display, join } from '../../util/bpath.js';
+import { display, join } from '../../util/bpath.js';
 import { loadHash, type HashAlgo } from '../../util/hash.js';
 import { newProgress, noEmit, type Emit, type Progress } from '../events.js';
 import { acquireLock, diffPath, implPath, initStore, listStore, mkdirIfMissing, RUN_DIR, setLatest, treePath } from '../layout.js';
@@ -45,94 +46,6 @@ export interface BackupResult {
 
 type Counts = WalkCounts;
 
-/** Streams the previous impl for the merge-join; turns a broken one into "no previous" with a warning. */
-class PreviousImpl {
-  private cur: Entry | null = null;
-  /** Whether a previous impl is being read (then the walk can skip probing xattrs). */
-  get present(): boolean {
-    return this.reader !== null;
-  }
-  private constructor(private reader: ImplReader | null, private readonly emit: Emit) {}
-
-  static async open(store: Store, name: string | null, emit: Emit): Promise<PreviousImpl> {
-    if (!name) return new PreviousImpl(null, emit);
-    try {
-      const p = new PreviousImpl(await ImplReader.open(store, implPath(name)), emit);
-      await p.step();
-      return p;
-    } catch (err) {
-      emit({ event: 'warning', message: `previous impl ${name}.impl cannot be read (${errMessage(err)}): this run copies everything` });
-      return new PreviousImpl(null, emit);
-    }
-  }
-
-  /** Advances; returns a promise only when input had to be read. */
-  private step(): Promise<void> | undefined {
-    if (!this.reader) {
-      this.cur = null;
-      return undefined;
-    }
-    try {
-      const e = this.reader.nextSync();
-      if (e !== undefined) {
-        this.cur = e;
-        return undefined;
-      }
-    } catch (err) {
-      this.broken(err);
-      return undefined;
-    }
-    return this.stepAsync();
-  }
-
-  private broken(err: unknown): void {
-    this.emit({ event: 'warning', message: `previous impl became unreadable (${errMessage(err)}): the rest of this run copies everything` });
-    this.reader?.close();
-    this.reader = null;
-    this.cur = null;
-  }
-
-  private async stepAsync(): Promise<void> {
-    try {
-      this.cur = this.reader ? await this.reader.next() : null;
-    } catch (err) {
-      this.emit({ event: 'warning', message: `previous impl became unreadable (${errMessage(err)}): the rest of this run copies everything` });
-      this.reader?.close();
-      this.reader = null;
-      this.cur = null;
-    }
-  }
-
-  /**
-   * The previous record for `path` (or undefined); counts records passed over as removed.
-   * Synchronous while the reader has decoded lines; `pending` is set when it had to wait.
-   */
-  find(path: Buffer, onRemoved: () => void): Entry | undefined | Promise<Entry | undefined> {
-    while (this.cur && comparePaths(this.cur.path, path) < 0) {
-      onRemoved();
-      const w = this.step();
-      if (w) return w.then(() => this.find(path, onRemoved));
-    }
-    if (this.cur && this.cur.path.equals(path)) {
-      const found = this.cur;
-      const w = this.step();
-      return w ? w.then(() => found) : found;
-    }
-    return undefined;
-  }
-
-  async rest(onRemoved: () => void): Promise<void> {
-    while (this.cur) {
-      onRemoved();
-      await this.step();
-    }
-  }
-
-  close(): void {
-    this.reader?.close();
-  }
-}
-
 /** A local store inside a source is left out of the backup (it would copy itself over and over). */
 function storeSkip(store: Store, sources: SourceSpec[], emit: Emit): Set<string> | undefined {
   const root = store.localRoot;
@@ -143,11 +56,23 @@ function storeSkip(store: Store, sources: SourceSpec[], emit: Emit): Set<string>
   return new Set([Buffer.from(root).toString('latin1')]);
 }
 
-/** xattrs and ACLs: unchanged ctime means unchanged xattrs (setting them updates ctime); else read them now. */
-function settleXattrs(item: WalkItem & { kind: 'entry' }, prev: Entry | undefined, emit: Emit, counts: Counts): void {
+/**
+ * xattrs and ACLs of an entry whose walk skipped them: an unchanged ctime means unchanged xattrs
+ * (setting them updates the ctime), so they come from the previous record; else they are read
+ * now (also when the previous record turns out malformed).
+ */
+function settleXattrs(item: WalkItem & { kind: 'entry' }, prev: PrevRecord | undefined, emit: Emit, counts: Counts): void {
   const e = item.entry;
-  if (prev && prev.ctime === e.ctime && prev.type === e.type) inheritXattrs(e, prev);
-  else {
+  if (prev && prev.o.ctime === e.ctime && prev.o.type === e.type) {
+    try {
+      inheritXattrs(e, prev.entry());
+      return;
+    } catch (err) {
+      counts.warnings++;
+      emit({ event: 'warning', path: display(e.path), message: `previous impl record unusable (${errMessage(err)}): xattrs read again` });
+    }
+  }
+  {
     const warning = loadXattrs(e, item.abs);
     if (warning) {
       counts.warnings++;
@@ -239,9 +164,11 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       progress.current = e.path;
       let prev = prevImpl.find(e.path, onRemoved);
       if (prev instanceof Promise) prev = await prev;
-      if (item.xattrsPending) settleXattrs(item, prev, emit, counts);
-      const reusable = canReuse(prev, e);
-      count(counts, e, prev, reusable);
+      const reuse = reuseInfo(prev, e);
+      if (reuse && !item.linkTo && sameLine(prev!, e)) e.raw = prev!.line;
+      else if (item.xattrsPending) settleXattrs(item, prev, emit, counts);
+      const reusable = reuse !== null;
+      count(counts, e, prev !== undefined, reusable);
       let work: { job: Job; decide: Decide } | undefined;
       const copy = () => writer.copy(e, item.abs);
       switch (e.type) {
@@ -255,7 +182,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
             const first = groupFirst.get(item.linkTo);
             const job = new LazyJob(async () => writer.linkToGroup(e, item.linkTo!, first ? await isKept(first) : false, copy));
             work = { job, decide: () => job.value === true };
-          } else if (reusable) work = writer.reuse(e, prev!, copy);
+          } else if (reuse) work = writer.reuse(e, reuse, copy);
           else work = StoreWriter.job(copy());
           if (e.hardlink !== undefined && !item.linkTo) {
             work = { job: work.job, decide: once(work.decide) };
@@ -263,7 +190,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
           }
           break;
         case 'symlink':
-          work = reusable ? writer.reuse(e, prev!, () => writer.symlink(e)) : StoreWriter.job(writer.symlink(e));
+          work = reuse ? writer.reuse(e, reuse, () => writer.symlink(e)) : StoreWriter.job(writer.symlink(e));
           break;
         default:
           break; // fifos, sockets and devices live in the impl only
@@ -354,7 +281,7 @@ function newCounts(): Counts {
   return { entries: 0, files: 0, dirs: 0, symlinks: 0, specials: 0, added: 0, changed: 0, unchanged: 0, removed: 0, bytes: 0, warnings: 0 };
 }
 
-function count(c: Counts, e: Entry, prev: Entry | undefined, reusable: boolean): void {
+function count(c: Counts, e: Entry, hadPrev: boolean, reusable: boolean): void {
   c.entries++;
   if (e.type === 'file') {
     c.files++;
@@ -363,7 +290,7 @@ function count(c: Counts, e: Entry, prev: Entry | undefined, reusable: boolean):
   else if (e.type === 'symlink') c.symlinks++;
   else c.specials++;
   if (e.type !== 'file' && e.type !== 'symlink') return;
-  if (!prev) c.added++;
+  if (!hadPrev) c.added++;
   else if (reusable) c.unchanged++;
   else c.changed++;
 }
@@ -399,9 +326,8 @@ async function dryRun(opts: BackupOptions, emit: Emit, progress: Progress, now: 
       progress.entries++;
       const e = item.entry;
       const prev = await prevImpl.find(e.path, () => counts.removed++);
-      if (item.xattrsPending) settleXattrs(item, prev, emit, counts);
-      const reusable = canReuse(prev, e);
-      count(counts, e, prev, reusable);
+      const reusable = reuseInfo(prev, e) !== null;
+      count(counts, e, prev !== undefined, reusable);
       if (e.type === 'file' && !item.linkTo && !reusable) {
         bytesToCopy += e.size;
         emit({ event: 'entry', change: prev ? 'changed' : 'new', path: display(e.path) });

@@ -83,7 +83,7 @@ export class StoreWriter {
    * entries). The returned job and decision go to the ordered queue; when the old copy turned
    * out to be gone, the decision copies anew.
    */
-  reuse(e: Entry, prev: Entry, fallback: () => Promise<boolean>): { job: Job; decide: Decide } {
+  reuse(e: Entry, prev: { since: string | undefined; sum: string | undefined }, fallback: () => Promise<boolean>): { job: Job; decide: Decide } {
     e.since = prev.since ?? this.name;
     if (prev.sum !== undefined) e.sum = prev.sum;
     if (!this.store.linkMany) {
@@ -117,6 +117,7 @@ export class StoreWriter {
     if (code === 'ENOENT') {
       this.emit({ event: 'warning', path: display(e.path), message: 'stored copy in the previous snapshot is missing: copying anew' });
       delete e.sum;
+      delete e.raw; // the previous line no longer describes it: `since` changes
       return fallback();
     }
     throw Object.assign(new Error(`${code}: cannot link ${display(e.path)} in the store`), { code });
