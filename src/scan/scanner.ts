@@ -20,7 +20,7 @@ export class Scanner {
 
   constructor(
     private readonly probeXattrs: boolean,
-    private readonly budget = 128,
+    private readonly budget = 48,
     private readonly fanout = 2,
   ) {}
 

@@ -141,7 +141,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     implWriter = new ImplWriter(store, join(runDir, 'impl'), header);
     const writer = new StoreWriter(store, tree, diff, previous ? treePath(previous) : null, name, opts.checksum, emit, progress);
     const iw = implWriter;
-    queue = new OrderedQueue((e) => iw.write(e), 384);
+    queue = new OrderedQueue((e) => iw.write(e), 256);
     prevImpl = await PreviousImpl.open(store, previous, emit);
     const counts = newCounts();
     const onRemoved = () => void counts.removed++;
