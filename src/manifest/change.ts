@@ -1,19 +1,9 @@
 import type { Entry } from './entry.js';
 
-/**
- * Pure change detection. The stored copy of `prev` may be reused (hard-linked) for `cur` when
- * type, size, mtime (ns), mode and owner are equal, and for symlinks the target too. A
- * chmod/chown therefore always gets a new copy, so the inode older snapshots share never changes.
- * ACLs and xattrs live only in the impl, so they need no new copy.
+/*
+ * Pure change detection for `bakker diff`. Whether a backup may reuse a stored copy is decided on
+ * the previous impl's raw records: see reuseInfo in prev-record.ts.
  */
-export function canReuse(prev: Entry | undefined, cur: Entry): prev is Entry {
-  if (!prev || prev.changing) return false;
-  if (prev.type !== cur.type || (cur.type !== 'file' && cur.type !== 'symlink')) return false;
-  if (prev.size !== cur.size || prev.mtime !== cur.mtime || prev.mode !== cur.mode) return false;
-  if (prev.uid !== cur.uid || prev.gid !== cur.gid) return false;
-  if (cur.type === 'symlink' && !(prev.target && cur.target && prev.target.equals(cur.target))) return false;
-  return true;
-}
 
 export type Change = 'added' | 'removed' | 'content' | 'meta' | 'same';
 

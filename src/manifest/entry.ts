@@ -68,8 +68,3 @@ export const TYPE_MODE: Record<EntryType, number> = {
 export function typeOfMode(mode: number): EntryType | undefined {
   return MODE_TYPE[mode & 0o170000];
 }
-
-/** Content-bearing entries: what the snapshot tree stores and the diff folder links. */
-export function hasContent(e: Entry): boolean {
-  return e.type === 'file' || e.type === 'symlink';
-}

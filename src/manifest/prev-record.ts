@@ -29,9 +29,10 @@ const optionalString = (v: unknown) => v === undefined || typeof v === 'string';
 
 /**
  * What reusing the previous stored copy for `e` needs (its `since` and `sum`), or null when the
- * copy cannot be reused: the same rule as canReuse (change.ts) on the raw fields: type, size,
- * mtime, mode, owner, symlink target, not flagged changing. A record with malformed fields is
- * never reused.
+ * copy cannot be reused. The rule: a file or symlink whose type, size, mtime (ns), mode and owner
+ * are equal, and for symlinks the target too, not flagged changing. A chmod/chown therefore always
+ * gets a new copy, so the inode older snapshots share never changes; ACLs and xattrs live only in
+ * the impl, so they need no new copy. A record with malformed fields is never reused.
  */
 export function reuseInfo(rec: PrevRecord | undefined, e: Entry): { since: string | undefined; sum: string | undefined } | null {
   if (!rec) return null;
