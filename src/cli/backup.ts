@@ -58,6 +58,7 @@ interface Plan {
   oneFileSystem: boolean;
   checksum: HashAlgo | undefined;
   job: string | undefined;
+  dryRun: boolean;
 }
 
 function readExcludeFile(file: string): string[] {
@@ -98,11 +99,10 @@ export async function planBackup(argv: string[]): Promise<Plan> {
       throw usageError(`bakker backup: source ${s} cannot be read (${(err as NodeJS.ErrnoException).code}): check the path`);
     }
   }
-  return { sources, stores, exclude, oneFileSystem: v['one-file-system'] ?? config?.oneFileSystem ?? false, checksum, job: v.job ?? config?.job };
+  return { sources, stores, exclude, oneFileSystem: v['one-file-system'] ?? config?.oneFileSystem ?? false, checksum, job: v.job ?? config?.job, dryRun: v['dry-run'] === true };
 }
 
 export async function run(argv: string[], out: Output, signal: AbortSignal): Promise<number> {
-  const { values } = parse('backup', argv, OPTIONS, true);
   const plan = await planBackup(argv);
   let matcher;
   try {
@@ -113,7 +113,7 @@ export async function run(argv: string[], out: Output, signal: AbortSignal): Pro
   }
   let code: number = EXIT.OK;
   for (const target of plan.stores) {
-    const store = await openStore(target.store, values['dry-run'] ? { mayBeMissing: true } : { create: true });
+    const store = await openStore(target.store, plan.dryRun ? { mayBeMissing: true } : { create: true });
     const progress = newProgress();
     out.startProgress(progress, 'backup');
     try {
@@ -123,7 +123,7 @@ export async function run(argv: string[], out: Output, signal: AbortSignal): Pro
         exclude: matcher,
         oneFileSystem: plan.oneFileSystem,
         checksum: plan.checksum,
-        dryRun: values['dry-run'] === true,
+        dryRun: plan.dryRun,
         job: plan.job,
         emit: out.emit,
         progress,

@@ -37,7 +37,6 @@ export type WalkItem =
       entry: Entry;
       /** Where to read it. */
       abs: Buffer;
-      ino: number;
       dev: number;
       /** First member of this entry's hard-link group, when it is a later member. */
       linkTo?: Entry;
@@ -163,7 +162,7 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
     if (group !== undefined) e.group = group;
     if (type === 'char' || type === 'block') e.rdev = st.rdev;
     if (type === 'file' && st.blocks * 512 < st.size) e.sparse = true;
-    const item: WalkItem & { kind: 'entry' } = { kind: 'entry', entry: e, abs, ino: st.ino, dev: st.dev };
+    const item: WalkItem & { kind: 'entry' } = { kind: 'entry', entry: e, abs, dev: st.dev };
     if (type !== 'dir' && st.nlink > 1) {
       const key = `${st.dev}:${st.ino}`;
       const first = groups.get(key);

@@ -317,7 +317,7 @@ async function dryRun(opts: BackupOptions, emit: Emit, progress: Progress, now: 
   const counts = newCounts();
   let bytesToCopy = 0;
   try {
-    for await (const batch of walk({ sources: opts.sources, exclude: opts.exclude, oneFileSystem: opts.oneFileSystem, probeXattrs: !prevImpl.present, skip: storeSkip(store, opts.sources, emit) })) for (const item of batch) {
+    for await (const batch of walk({ sources: opts.sources, exclude: opts.exclude, oneFileSystem: opts.oneFileSystem, probeXattrs: false, skip: storeSkip(store, opts.sources, emit) })) for (const item of batch) {
       if (item.kind === 'warning') {
         counts.warnings++;
         emit({ event: 'warning', path: display(item.path), message: item.message });
