@@ -102,6 +102,12 @@ export interface Store {
    * throws SourceError (and leaves nothing at `p`); anything else is a store error.
    */
   putFile(p: Buffer, src: LocalSource, meta: FileMeta, hash?: HashAlgo): Promise<PutResult>;
+  /**
+   * Makes a directory. Ordered: any operation started after mkdir() returned (before its promise
+   * settles) finds the directory, so a writer can go on without waiting; the promise carries the
+   * outcome. The local store makes it at once; a remote store sends it ahead of later requests
+   * on a channel that keeps order.
+   */
   mkdir(p: Buffer, mode: number): Promise<void>;
   symlink(target: Buffer, p: Buffer): Promise<void>;
   /** Hard link `existing` as `p`; does not follow symlinks. */

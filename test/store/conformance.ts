@@ -54,6 +54,22 @@ export function storeConformance(name: string, make: () => Promise<{ store: Stor
     assert.equal((await s.stat(b('d')))?.type, 'dir');
   });
 
+  withStore('mkdir is ordered: work started before its promise settles finds the directory', async (s) => {
+    await s.mkdir(b('s'), 0o700);
+    await s.writeFile(b('s/f'), Buffer.from('x'));
+    const made: Promise<void>[] = [];
+    const linked: Promise<unknown>[] = [];
+    for (let i = 0; i < 20; i++) {
+      made.push(s.mkdir(b(`o${i}`), 0o700));
+      made.push(s.mkdir(b(`o${i}/p`), 0o700));
+      linked.push(s.link(b('s/f'), b(`o${i}/p/g`)));
+      if (s.linkMany) linked.push(s.linkMany(b('s'), b(`o${i}/p`), [b('f')]).then((codes) => assert.deepEqual(codes, [null])));
+    }
+    await Promise.all([...made, ...linked]);
+    assert.equal((await s.stat(b('o19/p/g')))?.type, 'file');
+    await rejectsWith(s.mkdir(b('missing/x'), 0o700), 'ENOENT');
+  });
+
   withStore('writeFile replaces atomically; exclusive refuses an existing file', async (s) => {
     await s.writeFile(b('f'), Buffer.from('one'));
     await s.writeFile(b('f'), Readable.from([Buffer.from('tw'), Buffer.from('o')]));

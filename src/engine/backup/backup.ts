@@ -147,7 +147,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     const onRemoved = () => void counts.removed++;
     // Directory metadata is applied at the end (adding entries changes a directory's mtime). Paths
     // are kept as latin1 strings: a small pooled Buffer would pin its whole 8 KiB pool slab.
-    const dirs: { path: string; mode: number; uid: number; gid: number; mtime: NsTime }[] = [];
+    const dirs: DirMeta[] = [];
     const groupFirst = new Map<Entry, { job: Job; decide: Decide }>();
     progress.phase = 'walking';
 
@@ -205,10 +205,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     await queue.drain();
     await writer.finishDiff();
     await writer.dirsMade();
-    for (let i = dirs.length - 1; i >= 0; i--) {
-      const d = dirs[i]!;
-      await store.setMeta(join(tree, Buffer.from(d.path, 'latin1')), { mode: d.mode, uid: d.uid, gid: d.gid, mtime: d.mtime });
-    }
+    await applyDirMeta(store, tree, dirs);
     const durationMs = Date.now() - t0;
     const summary: SnapshotSummary = {
       snapshot: name,
@@ -240,6 +237,34 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     if (queue) await queue.settle().catch(() => undefined);
     if (runDir) await store.remove(runDir).catch(() => undefined);
     await lock.release().catch(() => undefined);
+  }
+}
+
+type DirMeta = { path: string; mode: number; uid: number; gid: number; mtime: NsTime };
+
+/**
+ * Sets each directory's mode, owner and times once everything is in it: deepest first, so a
+ * restrictive mode never blocks reaching what lies below; directories of one depth (none
+ * inside another) in parallel.
+ */
+async function applyDirMeta(store: Store, tree: Buffer, dirs: DirMeta[]): Promise<void> {
+  const byDepth: DirMeta[][] = [];
+  for (const d of dirs) {
+    let depth = 0;
+    for (let i = d.path.indexOf('/'); i >= 0; i = d.path.indexOf('/', i + 1)) depth++;
+    (byDepth[depth] ??= []).push(d);
+  }
+  for (let depth = byDepth.length - 1; depth >= 0; depth--) {
+    const level = byDepth[depth];
+    if (!level) continue;
+    let next = 0;
+    const lane = async () => {
+      while (next < level.length) {
+        const d = level[next++]!;
+        await store.setMeta(join(tree, Buffer.from(d.path, 'latin1')), { mode: d.mode, uid: d.uid, gid: d.gid, mtime: d.mtime });
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(16, level.length) }, lane));
   }
 }
 

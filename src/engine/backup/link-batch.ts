@@ -8,14 +8,12 @@ export const LINK_BATCH = 256;
 /**
  * Hard links of unchanged entries from the previous snapshot (`fromDir/rel` to `toDir/rel`),
  * sent to the store together: one Job shared by every entry in the batch, so the common case
- * costs no promise per entry. A batch runs once the directories it links into exist (`after`)
- * and a slot is free; after that it takes no more links.
+ * costs no promise per entry. A batch runs once a slot is free (the directories it links into
+ * exist: a store's mkdir is ordered); after that it takes no more links.
  */
 export class LinkBatch extends LazyJob<(string | null)[]> {
   private rels: Buffer[] = [];
   private count = 0;
-  /** What must be done before the batch may run (the directories it links into). */
-  private after: Promise<void> = Promise.resolve();
 
   constructor(store: Store, fromDir: Buffer, toDir: Buffer, slots: Semaphore) {
     const batch: { self?: LinkBatch } = {};
@@ -23,7 +21,7 @@ export class LinkBatch extends LazyJob<(string | null)[]> {
       const self = batch.self!;
       const rels = self.rels;
       self.rels = []; // entries waiting on this batch keep it alive: do not keep the paths too
-      return self.after.then(() => slots.run(() => store.linkMany!(fromDir, toDir, rels)));
+      return slots.run(() => store.linkMany!(fromDir, toDir, rels));
     });
     batch.self = this;
   }
@@ -32,9 +30,8 @@ export class LinkBatch extends LazyJob<(string | null)[]> {
     return this.count;
   }
 
-  add(rel: Buffer, after: Promise<void>): number {
+  add(rel: Buffer): number {
     if (!this.idle) throw new Error('internal: link added to a batch already sent');
-    this.after = after;
     this.count++;
     return this.rels.push(rel) - 1;
   }

@@ -53,21 +53,28 @@ export class StoreWriter {
   ) {}
 
   /**
-   * Directories are made in walk order on one lane off the caller's thread; `dirs` is the
-   * lane's tail. Everything that writes into the tree waits for the tail as it was when that
-   * entry was walked, which implies its parent exists.
+   * Directories are made in walk order. A store's mkdir is ordered (whatever is started after
+   * it returns finds the directory), so nothing waits for it; its promise only carries a
+   * failure, which fails the run.
    */
   private dirs: Promise<void> = Promise.resolve();
+  private mkdirError: unknown;
 
   mkdir(e: Entry): void {
-    const p = join(this.tree, e.path);
-    this.dirs = this.dirs.then(() => this.store.mkdir(p, 0o700));
+    const made = this.store.mkdir(join(this.tree, e.path), 0o700);
+    made.catch((err) => void (this.mkdirError ??= err));
+    this.dirs = this.dirs.then(() => made);
     this.dirs.catch(() => undefined);
   }
 
-  /** Resolves once every directory queued so far exists. */
+  /** Resolves once every directory queued so far exists; rejects with the first mkdir failure. */
   dirsMade(): Promise<void> {
     return this.dirs;
+  }
+
+  /** Throws the first mkdir failure: an entry that found no folder to go into reports that, not ENOENT. */
+  private checkDirs(): void {
+    if (this.mkdirError !== undefined) throw this.mkdirError;
   }
 
   private batch: LinkBatch | null = null;
@@ -88,9 +95,10 @@ export class StoreWriter {
     if (prev.sum !== undefined) e.sum = prev.sum;
     if (!this.store.linkMany) {
       const job = new PromiseJob(
-        this.dirs.then(() => this.store.link(join(this.prevTree!, e.path), join(this.tree, e.path))).then(
+        this.store.link(join(this.prevTree!, e.path), join(this.tree, e.path)).then(
           () => null,
           (err) => {
+            this.checkDirs();
             if (errnoCode(err) === 'ENOENT') return 'ENOENT';
             throw err;
           },
@@ -101,7 +109,7 @@ export class StoreWriter {
     // A batch already sent (someone waited on it early) takes no more links.
     if (!this.batch || !this.batch.idle) this.batch = new LinkBatch(this.store, this.prevTree!, this.tree, this.linkSlots);
     const b = this.batch;
-    const index = b.add(e.path, this.dirs);
+    const index = b.add(e.path);
     if (b.size >= LINK_BATCH) this.flushLinks();
     return { job: b, decide: () => this.linked(b.code(index), e, fallback) };
   }
@@ -114,6 +122,7 @@ export class StoreWriter {
       this.progress.linked++;
       return true;
     }
+    this.checkDirs();
     if (code === 'ENOENT') {
       this.emit({ event: 'warning', path: display(e.path), message: 'stored copy in the previous snapshot is missing: copying anew' });
       delete e.sum;
@@ -126,7 +135,6 @@ export class StoreWriter {
   /** A later member of a hard-link group: a link to the first member's new copy. */
   async linkToGroup(e: Entry, first: Entry, firstKept: boolean, fallback: () => Promise<boolean>): Promise<boolean> {
     if (!firstKept) return fallback();
-    await this.dirs;
     await this.store.link(join(this.tree, first.path), join(this.tree, e.path));
     if (first.since !== undefined) e.since = first.since;
     if (first.sum !== undefined) e.sum = first.sum;
@@ -136,7 +144,6 @@ export class StoreWriter {
   }
 
   async symlink(e: Entry): Promise<boolean> {
-    await this.dirs;
     const dest = join(this.tree, e.path);
     await this.store.symlink(e.target!, dest);
     await this.store.setMeta(dest, { uid: e.uid, gid: e.gid, mtime: e.mtime }, true);
@@ -147,7 +154,6 @@ export class StoreWriter {
 
   /** Copies a new or changed file, re-reading it when it changes under us (up to 3 tries). */
   async copy(e: Entry, abs: Buffer): Promise<boolean> {
-    await this.dirs;
     await this.copySlots.acquire();
     try {
       return await this.copyLocked(e, abs);
@@ -171,6 +177,7 @@ export class StoreWriter {
         res = await this.store.putFile(dest, { path: abs, sparse: e.sparse === true }, { mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime }, this.checksum);
       } catch (err) {
         if (err instanceof SourceError) return this.unreadable(e, err);
+        this.checkDirs();
         throw err;
       }
       const { before, after } = res;

@@ -173,7 +173,13 @@ export class LocalStore implements Store {
   }
 
   mkdir(p: Buffer, mode: number): Promise<void> {
-    return fsp.mkdir(this.abs(p), { mode }).then(() => undefined);
+    // Synchronous (one syscall, no thread hop): that makes it ordered, as the interface promises.
+    try {
+      fs.mkdirSync(this.abs(p), { mode });
+      return Promise.resolve();
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   symlink(target: Buffer, p: Buffer): Promise<void> {
