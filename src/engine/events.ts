@@ -4,7 +4,8 @@
  * run nothing.
  */
 export type BakkerEvent =
-  | { event: 'start'; command: string; store: string; snapshot?: string; previous?: string | null; dryRun?: boolean }
+  /** indexed: unchanged files are found through the previous snapshot's index (local stores). */
+  | { event: 'start'; command: string; store: string; snapshot?: string; previous?: string | null; dryRun?: boolean; indexed?: boolean }
   | { event: 'warning'; path?: string; message: string }
   | { event: 'info'; message: string }
   | { event: 'entry'; change: string; path: string }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import zlib from 'node:zlib';
@@ -76,6 +77,28 @@ export class ImplReader {
     return this.lines[this.idx++]!;
   }
 
+  /** The number of the line last read (1: the header). */
+  get line(): number {
+    return this.lineNo;
+  }
+
+  /** The next line as it is, without decoding: undefined when more input must be read first (then call rawLine()), null at the end. */
+  rawLineSync(): string | null | undefined {
+    if (this.idx >= this.lines.length) return this.done ? null : undefined;
+    this.lineNo++;
+    return this.lines[this.idx++]!;
+  }
+
+  /** The next line as it is, or null at the end. */
+  rawLine(): Promise<string | null> {
+    return this.nextLine();
+  }
+
+  /** Decodes a line read raw (line number `lineNo`): its record, or undefined for the trailer. */
+  parse(line: string, lineNo: number): PrevRecord | undefined {
+    return this.record(line, lineNo);
+  }
+
   /**
    * The next entry if it can be had without waiting: an Entry, null at the end, or undefined
    * when more input must be read first (then call next()).
@@ -86,7 +109,7 @@ export class ImplReader {
       this.lineNo++;
       const line = this.lines[this.idx++]!;
       if (line === '') continue;
-      const r = this.record(line);
+      const r = this.record(line, this.lineNo);
       if (r) return r;
     }
   }
@@ -97,22 +120,22 @@ export class ImplReader {
       const line = await this.nextLine();
       if (line === null) return null;
       if (line === '') continue;
-      const r = this.record(line);
+      const r = this.record(line, this.lineNo);
       if (r) return r;
     }
   }
 
-  private record(line: string): PrevRecord | undefined {
-    const d = parseLine(line, this.lineNo);
+  private record(line: string, lineNo: number): PrevRecord | undefined {
+    const d = parseLine(line, lineNo);
     if (d.kind === 'trailer') {
       this.trailer = d.trailer;
       return undefined;
     }
-    if (d.kind === 'header') throw new BakkerError('IMPL', `impl ${this.name} line ${this.lineNo}: a second header`);
-    if (this.trailer) throw new BakkerError('IMPL', `impl ${this.name} line ${this.lineNo}: an entry after the trailer`);
-    const r = new PrevRecord(d.o, line, this.lineNo);
+    if (d.kind === 'header') throw new BakkerError('IMPL', `impl ${this.name} line ${lineNo}: a second header`);
+    if (this.trailer) throw new BakkerError('IMPL', `impl ${this.name} line ${lineNo}: an entry after the trailer`);
+    const r = new PrevRecord(d.o, line, lineNo);
     if (this.last && comparePaths(this.last, r.path) >= 0) {
-      throw new BakkerError('IMPL', `impl ${this.name} line ${this.lineNo}: ${display(r.path)} is out of order: the impl is corrupt or was altered`);
+      throw new BakkerError('IMPL', `impl ${this.name} line ${lineNo}: ${display(r.path)} is out of order: the impl is corrupt or was altered`);
     }
     this.last = r.path;
     return r;
@@ -136,12 +159,15 @@ export class ImplWriter {
   private readonly done: Promise<void>;
   private failure: unknown;
   count = 0;
+  /** sha256 of the file's bytes (complete once close() resolved). */
+  private readonly sha = createHash('sha256');
 
   constructor(store: Store, p: Buffer, header: ImplHeader) {
     // Level 1: the impl is written on every run and read on the next; speed beats a few % of size.
     this.gzip = zlib.createGzip({ level: 1 });
     const out = new PassThrough();
     this.gzip.pipe(out);
+    this.gzip.on('data', (c: Buffer) => this.sha.update(c)); // alongside the pipe, which made it flowing
     this.done = store.writeFile(p, out).catch((err) => {
       this.failure = err;
       this.gzip.destroy();
@@ -156,6 +182,18 @@ export class ImplWriter {
     this.buf += (e.raw ?? encodeEntry(e)) + '\n';
     this.count++;
     return this.buf.length >= 65536 ? this.flush() : undefined;
+  }
+
+  /** Writes `count` entry lines as they are (`text` ends with a newline). */
+  writeLines(text: string, count: number): Promise<void> | undefined {
+    this.buf += text;
+    this.count += count;
+    return this.buf.length >= 65536 ? this.flush() : undefined;
+  }
+
+  /** The file's sha256 (hex), once close() resolved. */
+  digest(): string {
+    return this.sha.digest('hex');
   }
 
   private flush(): Promise<void> | undefined {

@@ -436,14 +436,99 @@ static napi_value copy_in(napi_env env, napi_callback_info info) {
 }
 
 /*
- * scanDir(dir, probeXattrs = true) -> Promise<[names, stats]>: one directory's entries, sorted by name bytes,
- * lstat'ed with fstatat, all on the thread pool (the caller keeps working meanwhile).
+ * scanDir(dir, probeXattrs = true, fast = undefined) -> Promise<[names, stats, block]>: one
+ * directory's entries, sorted by name bytes, lstat'ed with fstatat, all on the thread pool (the
+ * caller keeps working meanwhile).
  * `names` holds "name\0" for each; `stats` SCAN_FIELDS doubles per entry:
- * mode uid gid size blocks ino dev nlink rdev mtS mtNs ctS ctNs xattrListBytes statErrno.
+ * mode uid gid size blocks ino dev nlink rdev mtS mtNs ctS ctNs xattrListBytes statErrno
+ * fast prevOrdinal recordOffset.
  * xattrListBytes is llistxattr's size (0: none; -1: could not tell; -2: not asked, when
  * probeXattrs is false). Rejects (with .code) when the directory cannot be read.
+ *
+ * The fast path (docs/DESIGN.md, "Previous index"): `fast` is [prevBlock|null, prevDir, newDir].
+ * prevBlock holds the previous snapshot's index records of this directory's children (sorted by
+ * name, format below); prevDir and newDir are this directory in the previous snapshot and in the
+ * one being written. The job makes newDir (and missing parents, mode 0700), then hard-links each
+ * child whose record is reusable and whose type (file or symlink), mode, owner, size, mtime,
+ * ctime and sparseness are all unchanged, with one link count: those get fast = 1 and need no
+ * more work from the caller. prevOrdinal is the child's entry number in the previous impl (-1:
+ * not there). `block` is this directory's records for the next index, one per child that could
+ * be stat'ed (recordOffset; -1 for none), with ordinal unset; the caller sets ordinals (and
+ * rewrites records of entries it handled itself) as it writes the impl.
+ *
+ * Index record, little-endian, REC_FIXED bytes then the name:
+ *   0 u32 record length  4 u8 type (1 file, 2 symlink, 3 dir, 4 other)  5 u8 flags (1 reusable,
+ *   2 sparse)  6 u16 name length  8 u32 mode (07777 bits)  12 u32 uid  16 u32 gid  20 u32 ordinal
+ *   (0xffffffff: not in the impl)  24 f64 size  32 i64 mtime s  40 u32 mtime ns  44 u32 ctime ns
+ *   48 i64 ctime s
  */
-#define SCAN_FIELDS 15
+#define SCAN_FIELDS 18
+#define REC_FIXED 56
+#define REC_REUSABLE 1
+#define REC_SPARSE 2
+#define NO_ORDINAL 0xffffffffu
+
+typedef struct {
+  uint8_t type, flags; uint16_t name_len;
+  uint32_t mode, uid, gid, ordinal;
+  double size; int64_t mts; uint32_t mtns, ctns; int64_t cts;
+  const char *name;
+} rec_t;
+
+static int rec_type(mode_t m) {
+  if (S_ISREG(m)) return 1;
+  if (S_ISLNK(m)) return 2;
+  if (S_ISDIR(m)) return 3;
+  return 4;
+}
+
+/* Reads the record at `p` (with `left` bytes from there); 0 when it is malformed. */
+static size_t rec_read(const unsigned char *p, size_t left, rec_t *r) {
+  if (left < REC_FIXED) return 0;
+  uint32_t len; memcpy(&len, p, 4);
+  r->type = p[4]; r->flags = p[5]; memcpy(&r->name_len, p + 6, 2);
+  if (len < REC_FIXED || len > left || (size_t)REC_FIXED + r->name_len != len) return 0;
+  memcpy(&r->mode, p + 8, 4); memcpy(&r->uid, p + 12, 4); memcpy(&r->gid, p + 16, 4); memcpy(&r->ordinal, p + 20, 4);
+  memcpy(&r->size, p + 24, 8); memcpy(&r->mts, p + 32, 8); memcpy(&r->mtns, p + 40, 4); memcpy(&r->ctns, p + 44, 4);
+  memcpy(&r->cts, p + 48, 8);
+  r->name = (const char *)p + REC_FIXED;
+  return len;
+}
+
+static size_t rec_write(unsigned char *p, const char *name, size_t name_len, const struct stat *st, int flags) {
+  uint32_t len = REC_FIXED + (uint32_t)name_len, mode = st->st_mode & 07777, uid = st->st_uid, gid = st->st_gid, ord = NO_ORDINAL;
+  uint16_t nl = (uint16_t)name_len;
+  double size = (double)st->st_size;
+  int64_t mts = st->st_mtim.tv_sec, cts = st->st_ctim.tv_sec;
+  uint32_t mtns = (uint32_t)st->st_mtim.tv_nsec, ctns = (uint32_t)st->st_ctim.tv_nsec;
+  memcpy(p, &len, 4); p[4] = (unsigned char)rec_type(st->st_mode); p[5] = (unsigned char)flags; memcpy(p + 6, &nl, 2);
+  memcpy(p + 8, &mode, 4); memcpy(p + 12, &uid, 4); memcpy(p + 16, &gid, 4); memcpy(p + 20, &ord, 4);
+  memcpy(p + 24, &size, 8); memcpy(p + 32, &mts, 8); memcpy(p + 40, &mtns, 4); memcpy(p + 44, &ctns, 4); memcpy(p + 48, &cts, 8);
+  memcpy(p + REC_FIXED, name, name_len);
+  return len;
+}
+
+/* Compares a name with a record's name as bytes (the listing's order). */
+static int rec_cmp(const char *name, size_t len, const rec_t *r) {
+  size_t m = len < r->name_len ? len : r->name_len;
+  int c = memcmp(name, r->name, m);
+  if (c) return c;
+  return len < r->name_len ? -1 : len > r->name_len ? 1 : 0;
+}
+
+/* mkdir -p with mode 0700 (the run's folders are private until published). */
+static int mkdir_p(char *path) {
+  if (mkdir(path, 0700) == 0 || errno == EEXIST) return 0;
+  if (errno != ENOENT) return errno;
+  char *slash = strrchr(path, '/');
+  if (!slash || slash == path) return ENOENT;
+  *slash = 0;
+  int err = mkdir_p(path);
+  *slash = '/';
+  if (err) return err;
+  return mkdir(path, 0700) == 0 || errno == EEXIST ? 0 : errno;
+}
+
 static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 typedef struct {
@@ -454,6 +539,10 @@ typedef struct {
   double *stats; size_t count;
   int err; const char *syscall;
   int probe_xattrs;
+  int fast; /* the fast path was asked for */
+  unsigned char *prev; size_t prev_len; /* the previous block (may be empty) */
+  char prev_dir[PATH_MAX_BYTES], new_dir[PATH_MAX_BYTES];
+  unsigned char *block; size_t block_len;
 } scan_job_t;
 
 static void scan_execute(napi_env env, void *data) {
@@ -484,6 +573,20 @@ static void scan_execute(napi_env env, void *data) {
   j->stats = calloc(n ? n : 1, SCAN_FIELDS * sizeof(double));
   j->count = n;
   int dfd = dirfd(d);
+  int prev_fd = -1, new_fd = -1;
+  size_t block_cap = 0;
+  if (j->fast) {
+    int err = mkdir_p(j->new_dir);
+    if (err) { j->err = err; j->syscall = "mkdir"; strcpy(j->path, j->new_dir);
+      for (size_t i = 0; i < n; i++) free(names[i]);
+      free(names); closedir(d); free(j->names); free(j->stats); j->names = NULL; j->stats = NULL; j->count = 0; return; }
+    new_fd = open(j->new_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (j->prev_len) prev_fd = open(j->prev_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    block_cap = n * REC_FIXED + bytes;
+    j->block = malloc(block_cap ? block_cap : 1);
+  }
+  size_t prev_off = 0;
+  rec_t pr; int have_pr = 0;
   size_t plen = strlen(j->path);
   char full[PATH_MAX_BYTES];
   memcpy(full, j->path, plen);
@@ -495,6 +598,7 @@ static void scan_execute(napi_env env, void *data) {
     memcpy(np, names[i], len + 1);
     np += len + 1;
     struct stat st;
+    o[16] = -1; o[17] = -1;
     if (fstatat(dfd, names[i], &st, AT_SYMLINK_NOFOLLOW) != 0) { o[14] = errno; free(names[i]); continue; }
     o[0] = st.st_mode; o[1] = st.st_uid; o[2] = st.st_gid; o[3] = (double)st.st_size; o[4] = (double)st.st_blocks;
     o[5] = (double)st.st_ino; o[6] = (double)st.st_dev; o[7] = (double)st.st_nlink; o[8] = (double)st.st_rdev;
@@ -505,10 +609,45 @@ static void scan_execute(napi_env env, void *data) {
       ssize_t x = llistxattr(full, NULL, 0);
       o[13] = x < 0 ? (errno == ENOTSUP ? 0 : -1) : (double)x;
     } else o[13] = -1;
+    if (j->fast) {
+      int sparse = S_ISREG(st.st_mode) && st.st_blocks * 512 < st.st_size;
+      /* the previous record of this name, if any (both sides sorted by name bytes) */
+      int found = 0;
+      for (;;) {
+        if (!have_pr) {
+          if (prev_off >= j->prev_len) break;
+          size_t got = rec_read(j->prev + prev_off, j->prev_len - prev_off, &pr);
+          if (!got) { prev_off = j->prev_len; break; } /* malformed: no fast path for the rest */
+          prev_off += got;
+          if (pr.ordinal == NO_ORDINAL) continue;
+          have_pr = 1;
+        }
+        int c = rec_cmp(names[i], len, &pr);
+        if (c > 0) { have_pr = 0; continue; }
+        if (c == 0) { found = 1; have_pr = 0; }
+        break;
+      }
+      int fast = 0;
+      if (found) {
+        o[16] = pr.ordinal;
+        int t = rec_type(st.st_mode);
+        if ((pr.flags & REC_REUSABLE) && (t == 1 || t == 2) && pr.type == t && st.st_nlink == 1 &&
+            pr.mode == (uint32_t)(st.st_mode & 07777) && pr.uid == st.st_uid && pr.gid == st.st_gid &&
+            pr.size == (double)st.st_size && pr.mts == st.st_mtim.tv_sec && pr.mtns == (uint32_t)st.st_mtim.tv_nsec &&
+            pr.cts == st.st_ctim.tv_sec && pr.ctns == (uint32_t)st.st_ctim.tv_nsec && ((pr.flags & REC_SPARSE) != 0) == sparse &&
+            prev_fd >= 0 && new_fd >= 0 && linkat(prev_fd, names[i], new_fd, names[i], 0) == 0)
+          fast = 1;
+      }
+      o[15] = fast;
+      o[17] = (double)j->block_len;
+      j->block_len += rec_write(j->block + j->block_len, names[i], len, &st, (fast ? REC_REUSABLE : 0) | (sparse ? REC_SPARSE : 0));
+    }
     free(names[i]);
   }
   free(names);
   closedir(d);
+  if (prev_fd >= 0) close(prev_fd);
+  if (new_fd >= 0) close(new_fd);
 }
 
 static void scan_complete(napi_env env, napi_status status, void *data) {
@@ -523,24 +662,48 @@ static void scan_complete(napi_env env, napi_status status, void *data) {
     napi_create_arraybuffer(env, (j->count ? j->count : 1) * SCAN_FIELDS * sizeof(double), &sbuf, &ab);
     memcpy(sbuf, j->stats, j->count * SCAN_FIELDS * sizeof(double));
     napi_create_typedarray(env, napi_float64_array, j->count * SCAN_FIELDS, ab, 0, &jstats);
-    napi_create_array_with_length(env, 2, &result);
+    napi_create_array_with_length(env, 3, &result);
     napi_set_element(env, result, 0, jnames);
     napi_set_element(env, result, 1, jstats);
+    if (j->fast) {
+      napi_value jblock; void *bbuf;
+      napi_create_buffer_copy(env, j->block_len, j->block_len ? (void *)j->block : "", &bbuf, &jblock);
+      napi_set_element(env, result, 2, jblock);
+    }
     napi_resolve_deferred(env, j->deferred, result);
   }
-  free(j->names); free(j->stats);
+  free(j->names); free(j->stats); free(j->prev); free(j->block);
   napi_delete_async_work(env, j->work);
   free(j);
 }
 
 static napi_value scan_dir(napi_env env, napi_callback_info info) {
-  size_t argc = 2; napi_value argv[2];
+  size_t argc = 3; napi_value argv[3];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   scan_job_t *j = calloc(1, sizeof *j);
   if (!get_path(env, argv[0], j->path, sizeof j->path)) { free(j); return NULL; }
   bool probe = true;
   if (argc > 1) napi_get_value_bool(env, argv[1], &probe);
   j->probe_xattrs = probe;
+  napi_valuetype ft = napi_undefined;
+  if (argc > 2) napi_typeof(env, argv[2], &ft);
+  if (ft == napi_object) {
+    napi_value jprev, jpd, jnd;
+    napi_get_element(env, argv[2], 0, &jprev);
+    napi_get_element(env, argv[2], 1, &jpd);
+    napi_get_element(env, argv[2], 2, &jnd);
+    if (!get_path(env, jpd, j->prev_dir, sizeof j->prev_dir) || !get_path(env, jnd, j->new_dir, sizeof j->new_dir)) { free(j); return NULL; }
+    bool is_buf = false;
+    napi_is_buffer(env, jprev, &is_buf);
+    if (is_buf) {
+      void *data; size_t len;
+      napi_get_buffer_info(env, jprev, &data, &len);
+      j->prev = malloc(len ? len : 1);
+      memcpy(j->prev, data, len);
+      j->prev_len = len;
+    }
+    j->fast = 1;
+  }
   return queue_job(env, "bakker.scanDir", scan_execute, scan_complete, j, &j->deferred, &j->work);
 }
 
@@ -548,6 +711,8 @@ static napi_value init(napi_env env, napi_value exports) {
   /* The thread pool starts after this: two malloc arenas instead of one per thread keep memory
      flat (each arena holds on to what its thread once used). */
   mallopt(M_ARENA_MAX, 2);
+  /* Give freed memory back early: scans allocate and free a directory's worth at a time. */
+  mallopt(M_TRIM_THRESHOLD, 64 * 1024);
   napi_property_descriptor props[] = {
     {"getXattrs", NULL, get_xattrs, NULL, NULL, NULL, napi_default, NULL},
     {"setXattr", NULL, set_xattr, NULL, NULL, NULL, napi_default, NULL},

@@ -1,25 +1,48 @@
 import { native } from '../native.js';
 import { join } from '../util/bpath.js';
 
-export type Listing = [names: Buffer, stats: Float64Array];
+/** names, stats (SCAN_FIELDS per entry) and, on the fast path, the directory's index block. */
+export type Listing = [names: Buffer, stats: Float64Array, block?: Buffer];
 
 /** Must match SCAN_FIELDS in src/native/bakker_native.c. */
-export const SCAN_FIELDS = 15;
+export const SCAN_FIELDS = 18;
+/** Field numbers in a listing's stats. */
+export const F_DEV = 6;
+export const F_ERRNO = 14;
+export const F_FAST = 15;
+export const F_PREV = 16;
+export const F_REC = 17;
 const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;
 
+/** What a scan on the fast path needs for directory `rel`: [previous block, previous dir, new dir]. */
+export type FastArgs = (rel: Buffer) => [Buffer | null, Buffer, Buffer];
+
+/** Whether the walk will descend into the subdirectory `rel` (excludes, one-file-system, skips). */
+export type Descends = (rel: Buffer, dev: number, rootDev: number) => boolean;
+
+interface Pending {
+  listing: Promise<Listing>;
+  rel: Buffer;
+  rootDev: number;
+}
+
 /**
  * Lists directories on the thread pool ahead of the walk. When a listing arrives, the first
- * `fanout` subdirectories in it are started too, so scanning runs down the tree ahead of the
- * walk instead of making it wait at every level. At most `budget` listings are started and
- * not yet taken; the walk takes each one once (take) or drops it when it will not descend
- * (drop), which keeps memory bounded however large the tree.
+ * `fanout` subdirectories in it that the walk will descend into are started too, so scanning runs
+ * down the tree ahead of the walk instead of making it wait at every level. At most `budget`
+ * listings are started and not yet taken; the walk takes each one once (take) or drops it when it
+ * will not descend (drop), which keeps memory bounded however large the tree. On the fast path a
+ * scan also links the directory's unchanged files into the new snapshot, so a scan is only ever
+ * started for a directory the walk descends into.
  */
 export class Scanner {
-  private readonly pending = new Map<string, Promise<Listing>>();
+  private readonly pending = new Map<string, Pending>();
 
   constructor(
     private readonly probeXattrs: boolean,
+    private readonly descends: Descends,
+    private readonly fast: FastArgs | undefined,
     private readonly budget = 48,
     private readonly fanout = 2,
   ) {}
@@ -29,26 +52,30 @@ export class Scanner {
     return this.pending.size;
   }
 
-  start(abs: Buffer): void {
+  private scan(abs: Buffer, rel: Buffer): Promise<Listing> {
+    return native.scanDir(abs, this.probeXattrs, this.fast?.(rel));
+  }
+
+  start(abs: Buffer, rel: Buffer, rootDev: number): void {
     const key = abs.toString('latin1');
     if (this.pending.has(key) || this.pending.size >= this.budget) return;
-    const p = native.scanDir(abs, this.probeXattrs);
-    p.then(
-      (l) => this.ahead(abs, l),
+    const listing = this.scan(abs, rel);
+    listing.then(
+      (l) => this.ahead(abs, rel, rootDev, l),
       () => undefined,
     );
-    this.pending.set(key, p);
+    this.pending.set(key, { listing, rel, rootDev });
   }
 
   /** The listing of `abs`: the one started ahead, or a new one. */
-  take(abs: Buffer): Promise<Listing> {
+  take(abs: Buffer, rel: Buffer): Promise<Listing> {
     const key = abs.toString('latin1');
     const p = this.pending.get(key);
     if (p) {
       this.pending.delete(key);
-      return p;
+      return p.listing;
     }
-    const q = native.scanDir(abs, this.probeXattrs);
+    const q = this.scan(abs, rel);
     q.catch(() => undefined);
     return q;
   }
@@ -64,16 +91,20 @@ export class Scanner {
 
   private readonly dropped = new Set<string>();
 
-  private ahead(abs: Buffer, [names, stats]: Listing): void {
+  private ahead(abs: Buffer, rel: Buffer, rootDev: number, [names, stats]: Listing): void {
     const key = abs.toString('latin1');
     if (this.dropped.delete(key)) return; // dropped before it was listed: go no further
     let off = 0;
     let started = 0;
     for (let o = 0; o < stats.length && started < this.fanout; o += SCAN_FIELDS) {
       const end = names.indexOf(0, off);
-      if ((stats[o]! & S_IFMT) === S_IFDIR && stats[o + 14] === 0) {
-        this.start(join(abs, names.subarray(off, end)));
-        started++;
+      if ((stats[o]! & S_IFMT) === S_IFDIR && stats[o + F_ERRNO] === 0) {
+        const name = names.subarray(off, end);
+        const childRel = join(rel, name);
+        if (this.descends(childRel, stats[o + F_DEV]!, rootDev)) {
+          this.start(join(abs, name), childRel, rootDev);
+          started++;
+        }
       }
       off = end + 1;
     }

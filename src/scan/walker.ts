@@ -3,7 +3,7 @@ import path from 'node:path';
 import { native } from '../native.js';
 import { typeOfMode, type Entry } from '../manifest/entry.js';
 import { join } from '../util/bpath.js';
-import { Scanner, SCAN_FIELDS } from './scanner.js';
+import { F_DEV, F_ERRNO, F_FAST, F_PREV, F_REC, Scanner, SCAN_FIELDS, type FastArgs, type Listing } from './scanner.js';
 import { fromBigNs, nsTime, type NsTime } from '../manifest/time.js';
 import { aclToText, ACL_ACCESS, ACL_DEFAULT } from './acl.js';
 import type { Matcher } from './exclude.js';
@@ -28,6 +28,28 @@ export interface WalkOptions {
   probeXattrs?: boolean;
   /** Absolute directory paths (as latin1 strings) never descended into, such as the store itself. */
   skip?: Set<string>;
+  /**
+   * The fast path (docs/DESIGN.md, "Previous index"): each directory scan also makes the
+   * directory in the new snapshot, links its unchanged files there and returns the directory's
+   * index block. Those files come as 'fast' items, with no Entry; the others carry their
+   * previous impl entry number (when `indexed`) and their record in the block.
+   */
+  fast?: { args: FastArgs; indexed: boolean };
+}
+
+/** Unchanged files and symlinks of one directory, in walk order, already linked by the scan. */
+export interface FastRun {
+  kind: 'fast';
+  block: Buffer;
+  /** Each one's record offset in `block`. */
+  recs: number[];
+  /** Each one's entry number in the previous impl. */
+  prev: number[];
+  files: number;
+  symlinks: number;
+  /** Sizes of the files, and of the symlinks (their targets' lengths). */
+  bytes: number;
+  symlinkBytes: number;
 }
 
 /** What the walk yields (in batches), in walk order (depth first, names sorted by bytes). */
@@ -42,7 +64,15 @@ export type WalkItem =
       linkTo?: Entry;
       /** xattrs and ACLs were not read (see WalkOptions.probeXattrs). */
       xattrsPending?: boolean;
+      /** Fast path with an index: the entry number in the previous impl (-1: not there). */
+      prevOrdinal?: number;
+      /** Fast path: this entry's record in its directory's index block. */
+      block?: Buffer;
+      rec?: number;
     }
+  | FastRun
+  /** Fast path: every child of directory `rel` has been yielded; `block` is its index block. */
+  | { kind: 'dirEnd'; rel: Buffer; block: Buffer }
   | { kind: 'warning'; path: Buffer; message: string; unreadable: boolean };
 
 interface Node {
@@ -215,7 +245,15 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
     return { item };
   }
 
-  const scanner = new Scanner(opts.probeXattrs !== false);
+  /** Whether the walk descends into the directory `rel` (the same rule for the scanner's look-ahead). */
+  const descends = (rel: Buffer, dev: number, rootDev: number): boolean => {
+    const key = '/' + rel.toString('latin1');
+    if (opts.exclude && opts.exclude.excluded(key, true)) return false;
+    if (opts.skip?.has(key)) return false;
+    return !opts.oneFileSystem || dev === rootDev;
+  };
+  const scanner = new Scanner(opts.probeXattrs !== false, descends, opts.fast?.args);
+  const indexed = opts.fast?.indexed === true;
 
   /**
    * Walks one directory whose scan is under way. Yields its entries in batches (a batch ends
@@ -223,24 +261,44 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
    * subdirectories are started ahead (PREFETCH at a time) so the thread pool lists and
    * lstat's them while the caller works.
    */
-  async function* walkDir(rel: Buffer, abs: Buffer, rootDev: number, listing: Promise<[Buffer, Float64Array]>): AsyncGenerator<WalkItem[]> {
+  async function* walkDir(rel: Buffer, abs: Buffer, rootDev: number, listing: Promise<Listing>): AsyncGenerator<WalkItem[]> {
     let names: Buffer;
     let stats: Float64Array;
+    let block: Buffer | undefined;
     try {
-      [names, stats] = await listing;
+      [names, stats, block] = await listing;
     } catch (err) {
       yield [{ kind: 'warning', path: rel, message: `cannot list directory: ${(err as Error).message}`, unreadable: true }];
       return;
     }
     const items: WalkItem[] = [];
     const subdirs: number[] = [];
+    let run: FastRun | null = null;
     let off = 0;
     for (let o = 0; o < stats.length; o += SCAN_FIELDS) {
       const end = names.indexOf(0, off);
       const name = names.subarray(off, end);
       off = end + 1;
+      if (block && stats[o + F_FAST] === 1) {
+        // Unchanged and already linked by the scan: no Entry, no path (docs/DESIGN.md).
+        run ??= { kind: 'fast', block, recs: [], prev: [], files: 0, symlinks: 0, bytes: 0, symlinkBytes: 0 };
+        run.recs.push(stats[o + F_REC]!);
+        run.prev.push(stats[o + F_PREV]!);
+        if ((stats[o]! & 0o170000) === 0o120000) {
+          run.symlinks++;
+          run.symlinkBytes += stats[o + 3]!;
+        } else {
+          run.files++;
+          run.bytes += stats[o + 3]!;
+        }
+        continue;
+      }
+      if (run) {
+        items.push(run);
+        run = null;
+      }
       const childRel = join(rel, name);
-      const statErrno = stats[o + 14]!;
+      const statErrno = stats[o + F_ERRNO]!;
       if (statErrno !== 0) {
         if (statErrno !== ENOENT) items.push({ kind: 'warning', path: childRel, message: `cannot stat: errno ${statErrno}`, unreadable: true });
         continue;
@@ -258,7 +316,7 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
         size: stats[o + 3]!,
         blocks: stats[o + 4]!,
         ino: stats[o + 5]!,
-        dev: stats[o + 6]!,
+        dev: stats[o + F_DEV]!,
         nlink: stats[o + 7]!,
         rdev: stats[o + 8]!,
         mtime: nsTime(stats[o + 9]!, stats[o + 10]!),
@@ -269,13 +327,21 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
       if (r.warning) items.push(r.warning);
       if (!r.item) continue;
       if (probe === -2) r.item.xattrsPending = true;
+      if (block) {
+        r.item.block = block;
+        r.item.rec = stats[o + F_REC]!;
+        if (indexed) r.item.prevOrdinal = stats[o + F_PREV]!;
+      }
       items.push(r.item);
       if (isDir && (!opts.oneFileSystem || r.item.dev === rootDev)) subdirs.push(items.length - 1);
       else if (isDir) scanner.drop(r.item.abs);
     }
+    if (run) items.push(run);
     const prefetch = (k: number) => {
       const idx = subdirs[k];
-      if (idx !== undefined) scanner.start((items[idx] as WalkItem & { kind: 'entry' }).abs);
+      if (idx === undefined) return;
+      const dir = items[idx] as WalkItem & { kind: 'entry' };
+      scanner.start(dir.abs, dir.entry.path, rootDev);
     };
     for (let k = 0; k < PREFETCH; k++) prefetch(k);
     let start = 0;
@@ -285,9 +351,10 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
       start = idx + 1;
       prefetch(k + PREFETCH);
       const dir = items[idx] as WalkItem & { kind: 'entry' };
-      yield* walkDir(dir.entry.path, dir.abs, rootDev, scanner.take(dir.abs));
+      yield* walkDir(dir.entry.path, dir.abs, rootDev, scanner.take(dir.abs, dir.entry.path));
     }
     if (start < items.length) yield items.slice(start);
+    if (block) yield [{ kind: 'dirEnd', rel, block }];
   }
 
   async function* walkNode(node: Node, rel: Buffer): AsyncGenerator<WalkItem[]> {
@@ -305,7 +372,7 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
         if (item.entry.type !== 'dir') return;
         dev = item.dev;
       } else dev = fs.statSync(readFrom).dev;
-      yield* walkDir(rel, readFrom, dev, scanner.take(readFrom));
+      yield* walkDir(rel, readFrom, dev, scanner.take(readFrom, rel));
       return;
     }
     for (const child of [...node.children.values()].sort(byName)) {

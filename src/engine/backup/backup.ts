@@ -8,6 +8,7 @@ import { reuseInfo, sameLine, type PrevRecord } from '../../manifest/prev-record
 import { PreviousImpl } from './previous-impl.js';
 import type { Matcher } from '../../scan/exclude.js';
 import { inheritXattrs, loadXattrs, walk, type SourceSpec, type WalkItem } from '../../scan/walker.js';
+import { IndexReader, IndexWriter, INDEX_DIR, indexPath, setOrdinal, setRecord, walkFingerprint } from './snapshot-index.js';
 import type { Store } from '../../store/store.js';
 import { display, join } from '../../util/bpath.js';
 import { loadHash, type HashAlgo } from '../../util/hash.js';
@@ -45,6 +46,9 @@ export interface BackupResult {
 }
 
 type Counts = WalkCounts;
+
+/** What the ordered queue writes: an entry, a run of unchanged lines, or a finished directory's index block. */
+type Out = (WalkItem & { kind: 'entry' }) | { kind: 'lines'; lines: string; block: Buffer; recs: number[] } | { kind: 'dirEnd'; rel: Buffer; block: Buffer };
 
 /** A local store inside a source is left out of the backup (it would copy itself over and over). */
 function storeSkip(store: Store, sources: SourceSpec[], emit: Emit): Set<string> | undefined {
@@ -105,9 +109,11 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
   const lock = await acquireLock(store);
   if (lock.tookOverFrom) emit({ event: 'info', message: `took over the lock of a dead run (PID ${lock.tookOverFrom.pid}, started ${lock.tookOverFrom.started})` });
   let runDir: Buffer | null = null;
-  let queue: OrderedQueue | null = null;
+  let queue: OrderedQueue<Out> | null = null;
   let implWriter: ImplWriter | null = null;
   let prevImpl: PreviousImpl | null = null;
+  let prevIndex: IndexReader | null = null;
+  let indexWriter: IndexWriter | null = null;
   try {
     await cleanupIncomplete(store, emit);
     const listing = await listStore(store);
@@ -120,7 +126,6 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     await store.mkdir(runDir, 0o700);
     await store.mkdir(tree, 0o700);
     await store.mkdir(diff, 0o700);
-    emit({ event: 'start', command: 'backup', store: store.url, snapshot: name, previous });
 
     const header: ImplHeader = {
       bakker: 'impl',
@@ -141,8 +146,35 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     implWriter = new ImplWriter(store, join(runDir, 'impl'), header);
     const writer = new StoreWriter(store, tree, diff, previous ? treePath(previous) : null, name, opts.checksum, emit, progress);
     const iw = implWriter;
-    queue = new OrderedQueue((e) => iw.write(e), 256);
     prevImpl = await PreviousImpl.open(store, previous, emit);
+    const skip = storeSkip(store, opts.sources, emit);
+
+    // The fast path (local stores): directory scans link unchanged files themselves, found
+    // through the previous snapshot's index; this run writes the index for the next one.
+    const root = store.localRoot;
+    const fingerprint = walkFingerprint({ sources: opts.sources, exclude: header.options, skip: skip ? [...skip] : [] });
+    if (root) {
+      prevIndex = previous && prevImpl.present ? await IndexReader.open(store, previous, fingerprint, emit) : null;
+      indexWriter = new IndexWriter(store, join(runDir, 'index'));
+    }
+    emit({ event: 'start', command: 'backup', store: store.url, snapshot: name, previous, ...(root ? { indexed: prevIndex !== null } : {}) });
+    const pi = prevIndex;
+    const ixw = indexWriter;
+    const absOf = (p: Buffer) => Buffer.concat([Buffer.from(root ?? ''), Buffer.from('/'), p]);
+    const newAbs = absOf(tree);
+    const prevAbs = previous ? absOf(treePath(previous)) : newAbs;
+    const fast = root ? { args: (rel: Buffer): [Buffer | null, Buffer, Buffer] => [pi?.block(rel) ?? null, join(prevAbs, rel), join(newAbs, rel)], indexed: pi !== null } : undefined;
+
+    const writeOut = (x: Out): Promise<void> | void => {
+      if (x.kind === 'lines') {
+        for (let k = 0; k < x.recs.length; k++) setOrdinal(x.block, x.recs[k]!, iw.count + k);
+        return iw.writeLines(x.lines, x.recs.length);
+      }
+      if (x.kind === 'dirEnd') return ixw?.addBlock(x.rel, x.block);
+      if (x.block && x.rec !== undefined && x.rec >= 0) setRecord(x.block, x.rec, x.entry, iw.count);
+      return iw.write(x.entry);
+    };
+    queue = new OrderedQueue<Out>(writeOut, 256);
     const counts = newCounts();
     const onRemoved = () => void counts.removed++;
     // Directory metadata is applied at the end (adding entries changes a directory's mtime). Paths
@@ -151,19 +183,52 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     const groupFirst = new Map<Entry, { job: Job; decide: Decide }>();
     progress.phase = 'walking';
 
-    for await (const batch of walk({ sources: opts.sources, exclude: opts.exclude, oneFileSystem: opts.oneFileSystem, probeXattrs: !prevImpl.present, skip: storeSkip(store, opts.sources, emit) })) for (const item of batch) {
+    for await (const batch of walk({ sources: opts.sources, exclude: opts.exclude, oneFileSystem: opts.oneFileSystem, probeXattrs: !prevImpl.present, skip, fast })) for (const item of batch) {
       if (item.kind === 'warning') {
         counts.warnings++;
         if (item.unreadable) writer.stats.unreadable++;
         emit({ event: 'warning', path: display(item.path), message: item.message });
         continue;
       }
+      if (item.kind === 'dirEnd') {
+        const wait = queue.push(item);
+        if (wait) await wait;
+        continue;
+      }
+      if (item.kind === 'fast') {
+        // Unchanged files the scan already linked: their previous lines go to the impl as they are.
+        let lines = '';
+        for (const ordinal of item.prev) {
+          let line = prevImpl.take(ordinal, onRemoved, false);
+          if (typeof line !== 'string') line = await line;
+          lines += line + '\n';
+        }
+        const n = item.prev.length;
+        counts.entries += n;
+        counts.files += item.files;
+        counts.symlinks += item.symlinks;
+        counts.unchanged += n;
+        counts.bytes += item.bytes;
+        writer.stats.linked += n;
+        writer.stats.bytesLinked += item.bytes + item.symlinkBytes;
+        progress.linked += n;
+        const before = progress.entries;
+        progress.entries += n;
+        if (before >> 10 !== progress.entries >> 10) checkAbort(opts.signal);
+        if (before < 500 && progress.entries >= 500) faultPoint('mid-walk');
+        const wait = queue.push({ kind: 'lines', lines, block: item.block, recs: item.recs });
+        if (wait) await wait;
+        continue;
+      }
       if ((++progress.entries & 1023) === 0) checkAbort(opts.signal);
       if (progress.entries === 500) faultPoint('mid-walk');
       const e = item.entry;
       progress.current = e.path;
-      let prev = prevImpl.find(e.path, onRemoved);
+      let prev: PrevRecord | undefined | Promise<PrevRecord | undefined>;
+      if (item.prevOrdinal === undefined) prev = prevImpl.find(e.path, onRemoved);
+      else if (item.prevOrdinal >= 0) prev = prevImpl.take(item.prevOrdinal, onRemoved, true);
       if (prev instanceof Promise) prev = await prev;
+      if (prev && item.prevOrdinal !== undefined && !prev.path.equals(e.path)) throw indexMismatch(e.path);
       const reuse = reuseInfo(prev, e);
       if (reuse && !item.linkTo && sameLine(prev!, e)) e.raw = prev!.line;
       else if (item.xattrsPending) settleXattrs(item, prev, emit, counts);
@@ -195,7 +260,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
         default:
           break; // fifos, sockets and devices live in the impl only
       }
-      const wait = queue.push(e, work?.job, work?.decide);
+      const wait = queue.push(item, work?.job, work?.decide);
       if (wait) await wait;
     }
     await prevImpl.rest(() => counts.removed++);
@@ -223,8 +288,12 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     };
     await implWriter.close({ trailer: true, end: new Date().toISOString(), entries: iw.count, summary: numbersOf(summary) });
     implWriter = null;
+    if (indexWriter) {
+      await indexWriter.close({ format: 1, snapshot: name, impl: iw.digest(), entries: iw.count, fingerprint });
+      indexWriter = null;
+    }
     const tWritten = Date.now();
-    await publish(store, runDir, name, summary);
+    await publish(store, runDir, name, summary, root !== undefined);
     summary.phasesMs = { walk: tWalked - t0, finish: tWritten - tWalked, publish: Date.now() - tWritten };
     runDir = null;
     emit({ event: 'snapshot', name, entries: summary.entries, bytes: summary.bytes, newBytes: summary.bytesCopied, start: summary.start, durationMs });
@@ -233,7 +302,9 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     throw storeFailure(store, err);
   } finally {
     prevImpl?.close();
+    prevIndex?.close();
     implWriter?.abort();
+    indexWriter?.abort();
     if (queue) await queue.settle().catch(() => undefined);
     if (runDir) await store.remove(runDir).catch(() => undefined);
     await lock.release().catch(() => undefined);
@@ -287,12 +358,16 @@ function storeFailure(store: Store, err: unknown): unknown {
 }
 
 /** Makes the run durable, then publishes: tree, diff, impl (the commit point), summary, latest. */
-async function publish(store: Store, runDir: Buffer, name: string, summary: SnapshotSummary): Promise<void> {
+async function publish(store: Store, runDir: Buffer, name: string, summary: SnapshotSummary, indexed: boolean): Promise<void> {
   faultPoint('before-publish');
   await store.sync();
   await store.rename(join(runDir, 'tree'), treePath(name));
   faultPoint('after-tree-rename');
   await store.rename(join(runDir, 'diff'), diffPath(name));
+  if (indexed) {
+    await mkdirIfMissing(store, INDEX_DIR);
+    await store.rename(join(runDir, 'index'), indexPath(name));
+  }
   await store.rename(join(runDir, 'impl'), implPath(name));
   faultPoint('after-impl-rename');
   await store.sync();
@@ -300,6 +375,14 @@ async function publish(store: Store, runDir: Buffer, name: string, summary: Snap
   await setLatest(store, name);
   faultPoint('after-latest');
   await store.remove(runDir);
+  // Only the newest snapshot's index is ever read: older ones (and any a killed run left) go.
+  for (const other of await store.readdir(INDEX_DIR).catch(() => [])) {
+    if (other.toString('latin1') !== name) await store.remove(join(INDEX_DIR, other)).catch(() => undefined);
+  }
+}
+
+function indexMismatch(p: Buffer): BakkerError {
+  return new BakkerError('IMPL', `the previous snapshot's index does not match its impl at ${display(p)}: the index is damaged; remove .bakker/index/ in the store and run again`);
 }
 
 function newCounts(): Counts {
@@ -348,6 +431,7 @@ async function dryRun(opts: BackupOptions, emit: Emit, progress: Progress, now: 
         emit({ event: 'warning', path: display(item.path), message: item.message });
         continue;
       }
+      if (item.kind !== 'entry') continue; // fast-path items: not asked for here
       progress.entries++;
       const e = item.entry;
       const prev = await prevImpl.find(e.path, () => counts.removed++);

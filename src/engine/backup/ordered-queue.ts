@@ -16,8 +16,8 @@ export interface Job {
 /** Decides, once its job settled, whether the entry made it into the snapshot (false: left out). */
 export type Decide = () => boolean | Promise<boolean>;
 
-interface Item {
-  entry: Entry;
+interface Item<T> {
+  entry: T;
   job: Job | undefined;
   decide: Decide | undefined;
   /** The decision, once taken: decide() runs exactly once per item. */
@@ -68,8 +68,8 @@ export class PromiseJob<T> extends LazyJob<T> {
  * any order. At most `limit` items wait; push() then finishes the oldest first. The first job
  * failure is re-thrown by push() or drain(): a store error aborts the run.
  */
-export class OrderedQueue {
-  private readonly items: (Item | undefined)[] = [];
+export class OrderedQueue<T = Entry> {
+  private readonly items: (Item<T> | undefined)[] = [];
   private head = 0;
 
   /**
@@ -77,12 +77,12 @@ export class OrderedQueue {
    * promise while the oldest item's work is done: the common case stays synchronous.
    */
   constructor(
-    private readonly write: (e: Entry) => Promise<void> | void,
+    private readonly write: (e: T) => Promise<void> | void,
     private readonly limit: number,
   ) {}
 
   /** Returns a promise only when the caller must wait (too many items waiting). */
-  push(entry: Entry, job?: Job, decide?: Decide): Promise<void> | undefined {
+  push(entry: T, job?: Job, decide?: Decide): Promise<void> | undefined {
     this.items.push({ entry, job, decide });
     if (this.items.length - this.head > this.limit) return this.flush(this.limit);
     return undefined;

@@ -61,7 +61,10 @@ export class StoreWriter {
   private mkdirError: unknown;
 
   mkdir(e: Entry): void {
-    const made = this.store.mkdir(join(this.tree, e.path), 0o700);
+    // EEXIST: a fast-path scan of the directory made it first (the run's folder is ours alone).
+    const made = this.store.mkdir(join(this.tree, e.path), 0o700).catch((err) => {
+      if (errnoCode(err) !== 'EEXIST') throw err;
+    });
     made.catch((err) => void (this.mkdirError ??= err));
     this.dirs = this.dirs.then(() => made);
     this.dirs.catch(() => undefined);
