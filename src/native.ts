@@ -13,6 +13,7 @@ export interface Native {
   syncfs(p: Buffer | string): void;
   /** Hard-links pairs ("from\0to\0"..., relative to `root`) on the thread pool; results[i] = 0 or errno. */
   linkBatch(root: Buffer | string, pairs: Buffer, count: number, results: Int32Array): Promise<void>;
+  metaBatch(root: Buffer | string, paths: Buffer, count: number, meta: Float64Array, results: Int32Array): Promise<void>;
   /** Whole-file copy on the thread pool; see COPY_FIELDS in the C source for the result layout. */
   copyIn(src: Buffer, dest: Buffer, flags: number, mode: number, uid: number, gid: number, mtimeSec: number, mtimeNsec: number): Promise<Float64Array>;
   /** One directory sorted and lstat'ed on the thread pool: [names "a\0b\0", SCAN_FIELDS doubles per entry]. */

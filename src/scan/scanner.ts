@@ -1,5 +1,5 @@
 import { native } from '../native.js';
-import { join } from '../util/bpath.js';
+import { comparePaths, join } from '../util/bpath.js';
 
 /** names, stats (SCAN_FIELDS per entry) and, on the fast path, the directory's index block. */
 export type Listing = [names: Buffer, stats: Float64Array, block?: Buffer];
@@ -24,7 +24,10 @@ export type Descends = (rel: Buffer, dev: number, rootDev: number) => boolean;
 interface Pending {
   listing: Promise<Listing>;
   rel: Buffer;
+  abs: Buffer;
   rootDev: number;
+  /** Starts the scan (once); undefined once started. */
+  dispatch?: () => void;
 }
 
 /**
@@ -35,16 +38,25 @@ interface Pending {
  * will not descend (drop), which keeps memory bounded however large the tree. On the fast path a
  * scan also links the directory's unchanged files into the new snapshot, so a scan is only ever
  * started for a directory the walk descends into.
+ *
+ * Scans started ahead wait in walk order and at most `inFlight` of them are on the thread pool at
+ * once: the pool's queue is first come, first served, so a long queue of look-ahead scans would
+ * make the one the walk needs now wait behind all of them. A take() of a scan not yet on the pool
+ * sends it at once.
  */
 export class Scanner {
   private readonly pending = new Map<string, Pending>();
+  /** Look-ahead scans not yet sent, in walk order (few: at most the budget). */
+  private readonly waiting: Pending[] = [];
+  private running = 0;
 
   constructor(
     private readonly probeXattrs: boolean,
     private readonly descends: Descends,
     private readonly fast: FastArgs | undefined,
-    private readonly budget = 48,
+    private readonly budget = 64,
     private readonly fanout = 2,
+    private readonly inFlight = 4,
   ) {}
 
   /** Listings started and not yet taken or dropped. */
@@ -53,26 +65,52 @@ export class Scanner {
   }
 
   private scan(abs: Buffer, rel: Buffer): Promise<Listing> {
-    return native.scanDir(abs, this.probeXattrs, this.fast?.(rel));
+    this.running++;
+    const p = native.scanDir(abs, this.probeXattrs, this.fast?.(rel));
+    const done = () => {
+      this.running--;
+      this.pump();
+    };
+    p.then(done, done);
+    return p;
+  }
+
+  private pump(): void {
+    while (this.running < this.inFlight && this.waiting.length > 0) this.waiting.shift()!.dispatch?.();
   }
 
   start(abs: Buffer, rel: Buffer, rootDev: number): void {
     const key = abs.toString('latin1');
     if (this.pending.has(key) || this.pending.size >= this.budget) return;
-    const listing = this.scan(abs, rel);
-    listing.then(
-      (l) => this.ahead(abs, rel, rootDev, l),
-      () => undefined,
-    );
-    this.pending.set(key, { listing, rel, rootDev });
+    let resolve!: (l: Promise<Listing>) => void;
+    const entry: Pending = { listing: new Promise<Listing>((r) => (resolve = r)), rel, abs, rootDev };
+    entry.dispatch = () => {
+      entry.dispatch = undefined;
+      const i = this.waiting.indexOf(entry);
+      if (i >= 0) this.waiting.splice(i, 1);
+      const l = this.scan(abs, rel);
+      l.then(
+        (listing) => this.ahead(abs, rel, rootDev, listing),
+        () => undefined,
+      );
+      resolve(l);
+    };
+    entry.listing.catch(() => undefined);
+    this.pending.set(key, entry);
+    // in walk order: the walk needs the smallest path first
+    let at = this.waiting.length;
+    while (at > 0 && comparePaths(this.waiting[at - 1]!.rel, rel) > 0) at--;
+    this.waiting.splice(at, 0, entry);
+    this.pump();
   }
 
-  /** The listing of `abs`: the one started ahead, or a new one. */
+  /** The listing of `abs`: the one started ahead (sent to the pool now if it still waits), or a new one. */
   take(abs: Buffer, rel: Buffer): Promise<Listing> {
     const key = abs.toString('latin1');
     const p = this.pending.get(key);
     if (p) {
       this.pending.delete(key);
+      p.dispatch?.();
       return p.listing;
     }
     const q = this.scan(abs, rel);
@@ -83,10 +121,22 @@ export class Scanner {
   /** The walk will not descend into `abs`: forget listings started for it and below it. */
   drop(abs: Buffer): void {
     const key = abs.toString('latin1');
-    if (!this.pending.delete(key)) return;
-    this.dropped.add(key);
+    const p = this.pending.get(key);
+    if (!p) return;
+    if (!p.dispatch) this.dropped.add(key); // on the pool: its look-ahead must not go on when it arrives
+    this.forget(key, p);
     const below = key + '/';
-    for (const k of this.pending.keys()) if (k.startsWith(below)) this.pending.delete(k);
+    for (const [k, q] of this.pending) if (k.startsWith(below)) this.forget(k, q);
+  }
+
+  private forget(key: string, p: Pending): void {
+    this.pending.delete(key);
+    if (p.dispatch) {
+      // never sent: never will be
+      p.dispatch = undefined;
+      const i = this.waiting.indexOf(p);
+      if (i >= 0) this.waiting.splice(i, 1);
+    }
   }
 
   private readonly dropped = new Set<string>();

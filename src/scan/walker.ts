@@ -66,6 +66,8 @@ export type WalkItem =
       xattrsPending?: boolean;
       /** Fast path with an index: the entry number in the previous impl (-1: not there). */
       prevOrdinal?: number;
+      /** Fast path: a folder the walk enters, whose scan makes it in the new snapshot. */
+      madeByScan?: boolean;
       /** Fast path: this entry's record in its directory's index block. */
       block?: Buffer;
       rec?: number;
@@ -268,6 +270,8 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
     try {
       [names, stats, block] = await listing;
     } catch (err) {
+      // A fast-path scan that could not make the folder in the new snapshot: a store failure.
+      if ((err as NodeJS.ErrnoException).syscall === 'mkdir') throw err;
       yield [{ kind: 'warning', path: rel, message: `cannot list directory: ${(err as Error).message}`, unreadable: true }];
       return;
     }
@@ -333,7 +337,10 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
         if (indexed) r.item.prevOrdinal = stats[o + F_PREV]!;
       }
       items.push(r.item);
-      if (isDir && (!opts.oneFileSystem || r.item.dev === rootDev)) subdirs.push(items.length - 1);
+      if (isDir && (!opts.oneFileSystem || r.item.dev === rootDev)) {
+        subdirs.push(items.length - 1);
+        if (block) r.item.madeByScan = true;
+      }
       else if (isDir) scanner.drop(r.item.abs);
     }
     if (run) items.push(run);

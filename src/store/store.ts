@@ -122,6 +122,12 @@ export interface Store {
   rename(from: Buffer, to: Buffer): Promise<void>;
   /** Applies what `meta` holds; symlinks take only owner and times. */
   setMeta(p: Buffer, meta: FileMeta, isSymlink?: boolean): Promise<void>;
+  /**
+   * Optional: setMeta for many folders (mode, owner and mtime all given), in the order given;
+   * rejects with the first failure. Stores where a round trip or a thread hop per call is the
+   * cost implement it.
+   */
+  setDirMetaMany?(items: { p: Buffer; meta: Required<Pick<FileMeta, 'mode' | 'uid' | 'gid' | 'mtime'>> }[]): Promise<void>;
   unlink(p: Buffer): Promise<void>;
   /** Removes a file or a whole tree; missing is fine. Never follows symlinks. */
   remove(p: Buffer): Promise<void>;

@@ -238,7 +238,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       const copy = () => writer.copy(e, item.abs);
       switch (e.type) {
         case 'dir':
-          writer.mkdir(e);
+          if (!item.madeByScan) writer.mkdir(e);
           dirs.push({ path: e.path.toString('latin1'), mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime });
           break;
         case 'file':
@@ -324,6 +324,13 @@ async function applyDirMeta(store: Store, tree: Buffer, dirs: DirMeta[]): Promis
     let depth = 0;
     for (let i = d.path.indexOf('/'); i >= 0; i = d.path.indexOf('/', i + 1)) depth++;
     (byDepth[depth] ??= []).push(d);
+  }
+  if (store.setDirMetaMany) {
+    const items: { p: Buffer; meta: { mode: number; uid: number; gid: number; mtime: NsTime } }[] = [];
+    for (let depth = byDepth.length - 1; depth >= 0; depth--) {
+      for (const d of byDepth[depth] ?? []) items.push({ p: join(tree, Buffer.from(d.path, 'latin1')), meta: d });
+    }
+    return store.setDirMetaMany(items);
   }
   for (let depth = byDepth.length - 1; depth >= 0; depth--) {
     const level = byDepth[depth];

@@ -224,6 +224,27 @@ export class LocalStore implements Store {
     }
   }
 
+  async setDirMetaMany(items: { p: Buffer; meta: Required<Pick<FileMeta, 'mode' | 'uid' | 'gid' | 'mtime'>> }[]): Promise<void> {
+    let len = 0;
+    for (const it of items) len += it.p.length + 1;
+    const paths = Buffer.allocUnsafeSlow(len);
+    const meta = new Float64Array(items.length * 5);
+    let off = 0;
+    items.forEach((it, i) => {
+      off += it.p.copy(paths, off);
+      paths[off++] = 0;
+      const [s, ns] = splitNs(it.meta.mtime);
+      meta.set([it.meta.mode, this.caps.ownership ? it.meta.uid : -1, it.meta.gid, s, ns], i * 5);
+    });
+    const results = new Int32Array(items.length);
+    await native.metaBatch(this.root, paths, items.length, meta, results);
+    const bad = results.findIndex((e) => e !== 0);
+    if (bad >= 0) {
+      const code = ERRNO_NAMES.get(results[bad]!) ?? `E${results[bad]}`;
+      throw Object.assign(new Error(`${code}: cannot set the owner, mode or times of '${this.abs(items[bad]!.p).toString()}'`), { code });
+    }
+  }
+
   unlink(p: Buffer): Promise<void> {
     return fsp.unlink(this.abs(p));
   }
