@@ -42,7 +42,7 @@ export interface Entry {
    * Not part of the format: the previous impl's line for an entry proven identical to it
    * (prev-record.ts sameLine); the impl writer writes it instead of encoding the entry.
    */
-  raw?: string;
+  raw?: Buffer;
 }
 
 export const MODE_TYPE: Record<number, EntryType> = {

@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
-import { StringDecoder } from 'node:string_decoder';
 import zlib from 'node:zlib';
 import { BakkerError } from '../errors.js';
 import type { Store } from '../store/store.js';
@@ -17,14 +16,14 @@ import type { Entry } from './entry.js';
 export class ImplReader {
   header!: ImplHeader;
   trailer: ImplTrailer | undefined;
-  private lines: string[] = [];
-  private idx = 0;
+  /** The chunk being split into lines, from `pos`; a line begun in an earlier chunk is in `rest`. */
+  private chunk: Buffer | null = null;
+  private pos = 0;
+  private rest: Buffer | null = null;
   private lineNo = 0;
-  private rest = '';
   private done = false;
   private last: Buffer | undefined;
   private readonly iter: AsyncIterator<Buffer>;
-  private readonly decoder = new StringDecoder('utf8');
 
   private constructor(private readonly source: Readable, readonly name: string) {
     const gunzip = zlib.createGunzip();
@@ -42,39 +41,12 @@ export class ImplReader {
       throw err;
     }
     const r = new ImplReader(opened.stream, p.toString());
-    const first = await r.nextLine();
+    const first = await r.rawLine();
     if (first === null) throw new BakkerError('IMPL', `impl ${r.name} is empty: the snapshot is damaged`);
-    const d = decodeLine(first, 1);
+    const d = decodeLine(first.toString('utf8'), 1);
     if (d.kind !== 'header') throw new BakkerError('IMPL', `impl ${r.name}: line 1 is not a header`);
     r.header = d.header;
     return r;
-  }
-
-  private async nextLine(): Promise<string | null> {
-    while (this.idx >= this.lines.length) {
-      if (this.done) return null;
-      let res: IteratorResult<Buffer>;
-      try {
-        res = await this.iter.next();
-      } catch (err) {
-        throw new BakkerError('IMPL', `impl ${this.name} cannot be read (${(err as Error).message}): the file is corrupt or truncated`, { cause: err });
-      }
-      if (res.done) {
-        this.done = true;
-        const tail = this.rest + this.decoder.end();
-        this.rest = '';
-        this.lines = tail.length ? [tail] : [];
-        this.idx = 0;
-        continue;
-      }
-      const text = this.rest + this.decoder.write(res.value);
-      const parts = text.split('\n');
-      this.rest = parts.pop() ?? '';
-      this.lines = parts;
-      this.idx = 0;
-    }
-    this.lineNo++;
-    return this.lines[this.idx++]!;
   }
 
   /** The number of the line last read (1: the header). */
@@ -82,20 +54,60 @@ export class ImplReader {
     return this.lineNo;
   }
 
-  /** The next line as it is, without decoding: undefined when more input must be read first (then call rawLine()), null at the end. */
-  rawLineSync(): string | null | undefined {
-    if (this.idx >= this.lines.length) return this.done ? null : undefined;
+  /**
+   * The next line's bytes (without its newline), not decoded: undefined when more input must be
+   * read first (then call rawLine()), null at the end. Lines are split on bytes, which is exact
+   * for UTF-8 (a newline byte is never part of another character).
+   */
+  rawLineSync(): Buffer | null | undefined {
+    const chunk = this.chunk;
+    if (chunk === null) {
+      if (!this.done) return undefined;
+      const tail = this.rest;
+      this.rest = null;
+      if (tail === null || tail.length === 0) return null;
+      this.lineNo++;
+      return tail;
+    }
+    const nl = chunk.indexOf(10, this.pos);
+    if (nl < 0) {
+      const part = chunk.subarray(this.pos);
+      this.rest = this.rest ? Buffer.concat([this.rest, part]) : Buffer.from(part); // a copy: the chunk may go
+      this.chunk = null;
+      return this.rawLineSync();
+    }
+    let line = chunk.subarray(this.pos, nl);
+    this.pos = nl + 1;
+    if (this.pos >= chunk.length) this.chunk = null;
+    if (this.rest) {
+      line = Buffer.concat([this.rest, line]);
+      this.rest = null;
+    }
     this.lineNo++;
-    return this.lines[this.idx++]!;
+    return line;
   }
 
-  /** The next line as it is, or null at the end. */
-  rawLine(): Promise<string | null> {
-    return this.nextLine();
+  /** The next line's bytes, or null at the end. */
+  async rawLine(): Promise<Buffer | null> {
+    for (;;) {
+      const line = this.rawLineSync();
+      if (line !== undefined) return line;
+      let res: IteratorResult<Buffer>;
+      try {
+        res = await this.iter.next();
+      } catch (err) {
+        throw new BakkerError('IMPL', `impl ${this.name} cannot be read (${(err as Error).message}): the file is corrupt or truncated`, { cause: err });
+      }
+      if (res.done) this.done = true;
+      else if (res.value.length > 0) {
+        this.chunk = res.value;
+        this.pos = 0;
+      }
+    }
   }
 
   /** Decodes a line read raw (line number `lineNo`): its record, or undefined for the trailer. */
-  parse(line: string, lineNo: number): PrevRecord | undefined {
+  parse(line: Buffer, lineNo: number): PrevRecord | undefined {
     return this.record(line, lineNo);
   }
 
@@ -105,10 +117,9 @@ export class ImplReader {
    */
   nextRecordSync(): PrevRecord | null | undefined {
     for (;;) {
-      if (this.idx >= this.lines.length) return this.done ? null : undefined;
-      this.lineNo++;
-      const line = this.lines[this.idx++]!;
-      if (line === '') continue;
+      const line = this.rawLineSync();
+      if (line === undefined || line === null) return line;
+      if (line.length === 0) continue;
       const r = this.record(line, this.lineNo);
       if (r) return r;
     }
@@ -117,16 +128,16 @@ export class ImplReader {
   /** The next record in walk order (decoded lazily), or null at the end. */
   async nextRecord(): Promise<PrevRecord | null> {
     for (;;) {
-      const line = await this.nextLine();
+      const line = await this.rawLine();
       if (line === null) return null;
-      if (line === '') continue;
+      if (line.length === 0) continue;
       const r = this.record(line, this.lineNo);
       if (r) return r;
     }
   }
 
-  private record(line: string, lineNo: number): PrevRecord | undefined {
-    const d = parseLine(line, lineNo);
+  private record(line: Buffer, lineNo: number): PrevRecord | undefined {
+    const d = parseLine(line.toString('utf8'), lineNo);
     if (d.kind === 'trailer') {
       this.trailer = d.trailer;
       return undefined;
@@ -153,8 +164,12 @@ export class ImplReader {
 }
 
 /** Writes an impl as gzip-compressed JSON lines through the store (temp + fsync + rename). */
+const NL = Buffer.from('\n');
+
 export class ImplWriter {
-  private buf = '';
+  /** Bytes waiting to be compressed (written on in chunks of about 64 KiB). */
+  private parts: Buffer[] = [];
+  private size = 0;
   private readonly gzip: zlib.Gzip;
   private readonly done: Promise<void>;
   private failure: unknown;
@@ -174,21 +189,32 @@ export class ImplWriter {
       throw err;
     });
     this.done.catch(() => undefined);
-    this.buf = JSON.stringify(header) + '\n';
+    this.push(Buffer.from(JSON.stringify(header) + '\n'));
+  }
+
+  private push(b: Buffer): void {
+    this.parts.push(b);
+    this.size += b.length;
   }
 
   /** Returns a promise only when the compressor is full and the caller must wait. */
   write(e: Entry): Promise<void> | undefined {
-    this.buf += (e.raw ?? encodeEntry(e)) + '\n';
+    if (e.raw) {
+      this.push(e.raw);
+      this.push(NL);
+    } else this.push(Buffer.from(encodeEntry(e) + '\n'));
     this.count++;
-    return this.buf.length >= 65536 ? this.flush() : undefined;
+    return this.size >= 65536 ? this.flush() : undefined;
   }
 
-  /** Writes `count` entry lines as they are (`text` ends with a newline). */
-  writeLines(text: string, count: number): Promise<void> | undefined {
-    this.buf += text;
-    this.count += count;
-    return this.buf.length >= 65536 ? this.flush() : undefined;
+  /** Writes entry lines as they are (their bytes, without newlines). */
+  writeLines(lines: Buffer[]): Promise<void> | undefined {
+    for (const l of lines) {
+      this.parts.push(l, NL);
+      this.size += l.length + 1;
+    }
+    this.count += lines.length;
+    return this.size >= 65536 ? this.flush() : undefined;
   }
 
   /** The file's sha256 (hex), once close() resolved. */
@@ -198,14 +224,15 @@ export class ImplWriter {
 
   private flush(): Promise<void> | undefined {
     if (this.failure) throw this.failure;
-    const chunk = this.buf;
-    this.buf = '';
+    const chunk = Buffer.concat(this.parts, this.size);
+    this.parts = [];
+    this.size = 0;
     if (this.gzip.write(chunk)) return undefined;
     return new Promise<void>((res) => this.gzip.once('drain', res));
   }
 
   async close(trailer: ImplTrailer): Promise<void> {
-    this.buf += JSON.stringify(trailer) + '\n';
+    this.push(Buffer.from(JSON.stringify(trailer) + '\n'));
     await this.flush();
     this.gzip.end();
     await this.done;

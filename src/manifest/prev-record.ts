@@ -13,7 +13,7 @@ export class PrevRecord {
 
   constructor(
     readonly o: Record<string, unknown>,
-    readonly line: string,
+    readonly line: Buffer,
     readonly lineNo: number,
   ) {
     this.path = bytesIn(o.path, 'path', lineNo);

@@ -9,7 +9,7 @@ const f: Entry = { path: Buffer.from('a'), type: 'file', size: 10, mode: 0o644, 
 /** The previous impl's record for `e`, as the backup reads it. */
 function rec(e: Entry): PrevRecord {
   const line = encodeEntry(e);
-  return new PrevRecord(JSON.parse(line) as Record<string, unknown>, line, 2);
+  return new PrevRecord(JSON.parse(line) as Record<string, unknown>, Buffer.from(line), 2);
 }
 
 const canReuse = (prev: Entry | undefined, cur: Entry) => reuseInfo(prev ? rec(prev) : undefined, cur) !== null;
@@ -38,7 +38,7 @@ test('a record with malformed fields is never reused', () => {
   const line = encodeEntry(f);
   const o = JSON.parse(line) as Record<string, unknown>;
   for (const bad of [{ since: 5 }, { sum: {} }, { mode: 420 }]) {
-    assert.equal(reuseInfo(new PrevRecord({ ...o, ...bad }, line, 2), f), null, JSON.stringify(bad));
+    assert.equal(reuseInfo(new PrevRecord({ ...o, ...bad }, Buffer.from(line), 2), f), null, JSON.stringify(bad));
   }
 });
 

@@ -48,7 +48,7 @@ export interface BackupResult {
 type Counts = WalkCounts;
 
 /** What the ordered queue writes: an entry, a run of unchanged lines, or a finished directory's index block. */
-type Out = (WalkItem & { kind: 'entry' }) | { kind: 'lines'; lines: string; block: Buffer; recs: number[] } | { kind: 'dirEnd'; rel: Buffer; block: Buffer };
+type Out = (WalkItem & { kind: 'entry' }) | { kind: 'lines'; lines: Buffer[]; block: Buffer; recs: number[] } | { kind: 'dirEnd'; rel: Buffer; block: Buffer };
 
 /** A local store inside a source is left out of the backup (it would copy itself over and over). */
 function storeSkip(store: Store, sources: SourceSpec[], emit: Emit): Set<string> | undefined {
@@ -168,7 +168,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     const writeOut = (x: Out): Promise<void> | void => {
       if (x.kind === 'lines') {
         for (let k = 0; k < x.recs.length; k++) setOrdinal(x.block, x.recs[k]!, iw.count + k);
-        return iw.writeLines(x.lines, x.recs.length);
+        return iw.writeLines(x.lines);
       }
       if (x.kind === 'dirEnd') return ixw?.addBlock(x.rel, x.block);
       if (x.block && x.rec !== undefined && x.rec >= 0) setRecord(x.block, x.rec, x.entry, iw.count);
@@ -197,11 +197,11 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       }
       if (item.kind === 'fast') {
         // Unchanged files the scan already linked: their previous lines go to the impl as they are.
-        let lines = '';
+        const lines: Buffer[] = [];
         for (const ordinal of item.prev) {
           let line = prevImpl.take(ordinal, onRemoved, false);
-          if (typeof line !== 'string') line = await line;
-          lines += line + '\n';
+          if (line instanceof Promise) line = await line;
+          lines.push(line);
         }
         const n = item.prev.length;
         counts.entries += n;

@@ -8,13 +8,13 @@ import { implPath } from '../layout.js';
 
 /** The line under the cursor: its entry number, and its record once decoded. */
 interface Cursor {
-  line: string;
+  line: Buffer;
   lineNo: number;
   ordinal: number;
   rec?: PrevRecord;
 }
 
-const TRAILER_START = '{"trailer"';
+const TRAILER_START = Buffer.from('{"trailer"');
 
 /**
  * Streams the previous impl for the merge-join, line by line in walk order. Lines are decoded
@@ -50,13 +50,13 @@ export class PreviousImpl {
   }
 
   /** Takes one raw line; true when the cursor is set (or the end reached). */
-  private accept(line: string | null): boolean {
+  private accept(line: Buffer | null): boolean {
     if (line === null) {
       this.cur = null;
       return true;
     }
-    if (line === '') return false;
-    if (line.startsWith(TRAILER_START)) {
+    if (line.length === 0) return false;
+    if (line.length >= TRAILER_START.length && line.compare(TRAILER_START, 0, TRAILER_START.length, 0, TRAILER_START.length) === 0) {
       this.reader!.parse(line, this.reader!.line);
       this.cur = null;
       return true;
@@ -134,8 +134,8 @@ export class PreviousImpl {
    * is, or its decoded record with `decode`. The entry must be there: the index said so.
    */
   take(ordinal: number, onRemoved: () => void, decode: true): PrevRecord | Promise<PrevRecord>;
-  take(ordinal: number, onRemoved: () => void, decode: false): string | Promise<string>;
-  take(ordinal: number, onRemoved: () => void, decode: boolean): string | PrevRecord | Promise<string | PrevRecord> {
+  take(ordinal: number, onRemoved: () => void, decode: false): Buffer | Promise<Buffer>;
+  take(ordinal: number, onRemoved: () => void, decode: boolean): Buffer | PrevRecord | Promise<Buffer | PrevRecord> {
     for (;;) {
       const c = this.cur;
       if (!c || c.ordinal > ordinal) throw mismatch(ordinal);
@@ -145,7 +145,7 @@ export class PreviousImpl {
         if (w) return w.then(() => this.take(ordinal, onRemoved, decode as false));
         continue;
       }
-      let out: string | PrevRecord = c.line;
+      let out: Buffer | PrevRecord = c.line;
       if (decode) {
         const r = this.record(c);
         if (!r) throw mismatch(ordinal);
