@@ -192,9 +192,19 @@ export class ImplWriter {
     this.push(Buffer.from(JSON.stringify(header) + '\n'));
   }
 
+  /** Encoded lines not yet turned into bytes: one conversion per run of them, not one per line. */
+  private text = '';
+
   private push(b: Buffer): void {
+    if (this.text) this.settleText();
     this.parts.push(b);
     this.size += b.length;
+  }
+
+  private settleText(): void {
+    const t = Buffer.from(this.text);
+    this.text = '';
+    this.parts.push(t);
   }
 
   /** Returns a promise only when the compressor is full and the caller must wait. */
@@ -202,13 +212,18 @@ export class ImplWriter {
     if (e.raw) {
       this.push(e.raw);
       this.push(NL);
-    } else this.push(Buffer.from(encodeEntry(e) + '\n'));
+    } else {
+      const line = encodeEntry(e) + '\n';
+      this.text += line;
+      this.size += line.length; // about: the byte count only decides when to flush
+    }
     this.count++;
     return this.size >= 65536 ? this.flush() : undefined;
   }
 
   /** Writes entry lines as they are (their bytes, without newlines). */
   writeLines(lines: Buffer[]): Promise<void> | undefined {
+    if (this.text) this.settleText();
     for (const l of lines) {
       this.parts.push(l, NL);
       this.size += l.length + 1;
@@ -224,7 +239,8 @@ export class ImplWriter {
 
   private flush(): Promise<void> | undefined {
     if (this.failure) throw this.failure;
-    const chunk = Buffer.concat(this.parts, this.size);
+    if (this.text) this.settleText();
+    const chunk = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts);
     this.parts = [];
     this.size = 0;
     if (this.gzip.write(chunk)) return undefined;
