@@ -87,14 +87,18 @@ function settleXattrs(item: WalkItem & { kind: 'entry' }, prev: PrevRecord | und
 
 /** How often a run asks for a garbage collection (docs/PERFORMANCE.md, memory). */
 const GC_INTERVAL_MS = 300;
+/** ... and only once the process is this big (a bare Node process is ~45 MB). */
+const GC_ABOVE_BYTES = 80 * 1024 * 1024;
 
 /**
- * Starts a major garbage collection when the bin allowed it (--expose-gc). What a run keeps alive
+ * Starts a major garbage collection when the bin allowed it (--expose-gc) and the process has
+ * grown past GC_ABOVE_BYTES. What a run keeps alive
  * is small and flat, but V8 lets garbage (mostly Buffers) pile up to several times that before
  * it collects on its own; collecting now and then keeps the peak near what is in use, at almost
  * no cost (the marking runs alongside, and the main thread has idle time to spare).
  */
 function collectGarbage(): void {
+  if (process.memoryUsage.rss() < GC_ABOVE_BYTES) return; // plenty of room: leave it to V8
   (globalThis as { gc?: (o: { type: string; execution: string }) => void }).gc?.({ type: 'major', execution: 'async' });
 }
 
