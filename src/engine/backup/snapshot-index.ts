@@ -89,10 +89,16 @@ export function setRecord(block: Buffer, off: number, e: Entry, ordinal: number)
   block.writeDoubleLE(e.size, off + R_SIZE);
   const [ms, mns] = splitNs(e.mtime);
   const [cs, cns] = splitNs(e.ctime);
-  block.writeBigInt64LE(BigInt(ms), off + R_MTS);
+  writeI64(block, ms, off + R_MTS);
   block.writeUInt32LE(mns, off + R_MTNS);
   block.writeUInt32LE(cns, off + R_CTNS);
-  block.writeBigInt64LE(BigInt(cs), off + R_CTS);
+  writeI64(block, cs, off + R_CTS);
+}
+
+/** A whole number of seconds as a little-endian int64, without a BigInt per call. */
+function writeI64(b: Buffer, v: number, at: number): void {
+  b.writeUInt32LE(v >>> 0, at);
+  b.writeInt32LE(Math.floor(v / 0x1_0000_0000), at + 4);
 }
 
 /** Streams the next snapshot's index to the store as directory blocks complete. */
