@@ -21,6 +21,8 @@ export interface StoreCaps {
   ownership: boolean;
   /** Times are kept to the nanosecond (else whole seconds; the impl keeps the exact value). */
   nsTimes: boolean;
+  /** stat() reports inode numbers and link counts (SFTP v3 has neither: they read 0). */
+  inodes: boolean;
   /** Useful number of requests in flight. */
   inFlight: number;
 }

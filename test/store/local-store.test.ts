@@ -6,5 +6,5 @@ import { storeConformance } from './conformance.js';
 
 storeConformance('local', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'store-'));
-  return { store: new LocalStore(dir), cleanup: async () => fs.rmSync(dir, { recursive: true, force: true }) };
+  return { store: new LocalStore(dir), cleanup: async () => fs.rmSync(dir, { recursive: true, force: true }), localPath: dir };
 });

@@ -43,7 +43,7 @@ export class LocalStore implements Store {
     this.localRoot = this.url;
     this.root = Buffer.from(this.url);
     const isRoot = process.getuid?.() === 0;
-    this.caps = { hardLinks: true, atomicRename: true, ownership: isRoot, nsTimes: true, inFlight: 64 };
+    this.caps = { hardLinks: true, atomicRename: true, ownership: isRoot, nsTimes: true, inodes: true, inFlight: 64 };
   }
 
   abs(p: Buffer): Buffer {

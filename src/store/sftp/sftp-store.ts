@@ -1,0 +1,369 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import type { Client } from 'ssh2';
+import { typeOfMode } from '../../manifest/entry.js';
+import { fromBigNs, splitNs } from '../../manifest/time.js';
+import { createHasher, type HashAlgo } from '../../util/hash.js';
+import { SourceError, type FileMeta, type LocalSource, type PutResult, type SourceState, type Store, type StoreCaps, type StoreStat } from '../store.js';
+import { FXF_CREAT, FXF_EXCL, FXF_READ, FXF_TRUNC, FXF_WRITE, SftpError, type SftpClient } from './sftp-client.js';
+
+/** Bytes per read or write request (OpenSSH takes up to 255 KiB; 64 KiB keeps many in flight). */
+const CHUNK = 64 * 1024;
+/** Write requests in flight per file. */
+const WRITES_IN_FLIGHT = 16;
+const { O_RDONLY, O_NOFOLLOW } = fs.constants;
+
+const code = (err: unknown) => (err as { code?: string }).code;
+
+/**
+ * A store in a folder on an SFTP server (docs/DESIGN.md, "Store interface"). Paths go out as
+ * bytes; requests are pipelined on one channel, which OpenSSH's server handles in order, so
+ * mkdir is ordered for free. SFTP v3 keeps whole-second times and (for a chrooted account) no
+ * foreign owners; the impl keeps the exact values. OpenSSH reports most errors as a bare
+ * "failure", so EEXIST and ENOSPC are told apart by looking (lstat, statvfs) when it does.
+ */
+export class SftpStore implements Store {
+  readonly caps: StoreCaps;
+  private readonly root: Buffer;
+
+  constructor(
+    private readonly sftp: SftpClient,
+    private readonly ssh: Client | null,
+    root: string,
+    readonly url: string,
+  ) {
+    this.root = Buffer.from(root.replace(/\/+$/, '') || '/');
+    this.caps = {
+      hardLinks: sftp.extensions.has('hardlink@openssh.com'),
+      atomicRename: sftp.extensions.has('posix-rename@openssh.com'),
+      ownership: false,
+      nsTimes: false,
+      inodes: false,
+      inFlight: 256,
+    };
+  }
+
+  private abs(p: Buffer): Buffer {
+    if (p.length === 0) return this.root;
+    return Buffer.concat([this.root, Buffer.from('/'), p]);
+  }
+
+  /** OpenSSH's "failure" for `p`: EEXIST when something is there now, ENOSPC when the disk is full. */
+  private async classify(err: unknown, p: Buffer, exists: boolean): Promise<unknown> {
+    if (code(err) !== 'EFAILURE') return err;
+    if (exists) {
+      const there = await this.sftp.lstat(p).then(
+        () => true,
+        () => false,
+      );
+      if (there) return Object.assign(new Error(`EEXIST: '${p.toString()}' already exists in the store`), { code: 'EEXIST' });
+    }
+    const v = await this.sftp.statvfs(this.root).catch(() => null);
+    if (v && (v.bavail * v.frsize < 1 << 20 || v.favail === 0)) return Object.assign(new Error(`ENOSPC: the store ${this.url} is full`), { code: 'ENOSPC' });
+    return Object.assign(new Error((err as Error).message), { code: 'EIO' });
+  }
+
+  async stat(p: Buffer): Promise<StoreStat | null> {
+    try {
+      const a = await this.sftp.lstat(this.abs(p));
+      return {
+        type: typeOfMode(a.mode ?? 0) ?? 'file',
+        size: a.size ?? 0,
+        mode: (a.mode ?? 0) & 0o7777,
+        uid: a.uid ?? 0,
+        gid: a.gid ?? 0,
+        mtime: `${a.mtime ?? 0}.000000000`,
+        ino: 0,
+        nlink: 0,
+      };
+    } catch (err) {
+      if (code(err) === 'ENOENT') return null;
+      throw err;
+    }
+  }
+
+  async readdir(p: Buffer): Promise<Buffer[]> {
+    return (await this.sftp.readdir(this.abs(p))).map((e) => e.name);
+  }
+
+  readlink(p: Buffer): Promise<Buffer> {
+    return this.sftp.readlink(this.abs(p));
+  }
+
+  private async openFile(p: Buffer): Promise<{ h: Buffer; size: number }> {
+    const a = this.abs(p);
+    const st = await this.sftp.lstat(a);
+    if (((st.mode ?? 0) & 0o170000) === 0o120000) throw Object.assign(new Error(`ELOOP: '${p.toString()}' is a symlink in the store`), { code: 'ELOOP' });
+    if (((st.mode ?? 0) & 0o170000) !== 0o100000) throw Object.assign(new Error(`not a regular file in the store: ${p.toString()}`), { code: 'EINVAL' });
+    return { h: await this.sftp.open(a, FXF_READ), size: st.size ?? 0 };
+  }
+
+  async readFile(p: Buffer): Promise<Buffer> {
+    const { h, size } = await this.openFile(p);
+    try {
+      const parts: Promise<Buffer | null>[] = [];
+      for (let off = 0; off < size; off += CHUNK) parts.push(this.sftp.read(h, off, Math.min(CHUNK, size - off)));
+      const got = (await Promise.all(parts)).map((b) => b ?? Buffer.alloc(0));
+      let out = Buffer.concat(got);
+      for (;;) {
+        const more = await this.sftp.read(h, out.length, CHUNK); // grown meanwhile, or a short read
+        if (!more || more.length === 0) break;
+        out = Buffer.concat([out, more]);
+      }
+      return out;
+    } finally {
+      await this.sftp.close(h).catch(() => undefined);
+    }
+  }
+
+  async openRead(p: Buffer): Promise<{ stream: Readable; size: number }> {
+    const { h, size } = await this.openFile(p);
+    const sftp = this.sftp;
+    let off = 0;
+    const ahead: Promise<Buffer | null>[] = [];
+    const fill = () => {
+      while (ahead.length < 8) {
+        ahead.push(sftp.read(h, off, CHUNK));
+        off += CHUNK;
+      }
+    };
+    async function* chunks(): AsyncGenerator<Buffer> {
+      try {
+        fill();
+        for (;;) {
+          const b = await ahead.shift()!;
+          if (!b || b.length === 0) return;
+          yield b;
+          fill();
+        }
+      } finally {
+        await Promise.allSettled(ahead);
+        await sftp.close(h).catch(() => undefined);
+      }
+    }
+    return { stream: Readable.from(chunks(), { objectMode: false }), size };
+  }
+
+  /** Writes `data` from offset 0 through `h`, WRITES_IN_FLIGHT requests at a time. */
+  private async writeAll(h: Buffer, data: AsyncIterable<Buffer> | Iterable<Buffer>, onChunk?: (b: Buffer) => void): Promise<number> {
+    let off = 0;
+    const inFlight = new Set<Promise<void>>();
+    let failed: unknown;
+    for await (const chunk of data) {
+      for (let i = 0; i < chunk.length; i += CHUNK) {
+        const part = chunk.subarray(i, i + CHUNK);
+        onChunk?.(part);
+        const w = this.sftp.write(h, off, part).catch((err) => void (failed ??= err));
+        off += part.length;
+        inFlight.add(w);
+        void w.then(() => inFlight.delete(w));
+        if (inFlight.size >= WRITES_IN_FLIGHT) await Promise.race(inFlight);
+        if (failed) break;
+      }
+      if (failed) break;
+    }
+    await Promise.all(inFlight);
+    if (failed) throw failed;
+    return off;
+  }
+
+  async writeFile(p: Buffer, data: Buffer | Readable, opts: { exclusive?: boolean; mode?: number } = {}): Promise<void> {
+    const dest = this.abs(p);
+    const tmp = opts.exclusive ? dest : Buffer.concat([dest, Buffer.from(`.tmp-${process.pid}-${randomBytes(4).toString('hex')}`)]);
+    let h: Buffer;
+    try {
+      h = await this.sftp.open(tmp, FXF_WRITE | FXF_CREAT | FXF_EXCL | FXF_TRUNC, { mode: opts.mode ?? 0o600 });
+    } catch (err) {
+      throw await this.classify(err, tmp, true);
+    }
+    try {
+      await this.writeAll(h, Buffer.isBuffer(data) ? [data] : (data as AsyncIterable<Buffer>));
+      await this.sftp.fsync(h);
+    } catch (err) {
+      await this.sftp.close(h).catch(() => undefined);
+      await this.sftp.remove(tmp).catch(() => undefined);
+      throw await this.classify(err, tmp, false);
+    }
+    await this.sftp.close(h);
+    if (!opts.exclusive) await this.sftp.posixRename(tmp, dest);
+  }
+
+  async putFile(p: Buffer, src: LocalSource, meta: FileMeta, hash?: HashAlgo): Promise<PutResult> {
+    let fh: fsp.FileHandle;
+    try {
+      fh = await fsp.open(src.path, O_RDONLY | O_NOFOLLOW);
+    } catch (err) {
+      throw new SourceError(code(err) ?? 'EIO', (err as Error).message);
+    }
+    const dest = this.abs(p);
+    try {
+      const st0 = await fh.stat({ bigint: true });
+      if (!st0.isFile()) throw new SourceError('EINVAL', `${src.path.toString()} is no longer a regular file`);
+      let h: Buffer;
+      try {
+        h = await this.sftp.open(dest, FXF_WRITE | FXF_CREAT | FXF_EXCL, { mode: 0o600 });
+      } catch (err) {
+        throw await this.classify(err, dest, true);
+      }
+      const hasher = hash ? createHasher(hash) : null;
+      let size = 0;
+      try {
+        // Holes of a sparse source stay holes: all-zero chunks are not sent, and the size is set at the end.
+        const zero = Buffer.alloc(CHUNK);
+        let readError: unknown;
+        const chunks = async function* () {
+          for (;;) {
+            const buf = Buffer.allocUnsafe(CHUNK);
+            let n: number;
+            try {
+              n = (await fh.read(buf, 0, CHUNK, size)).bytesRead;
+            } catch (err) {
+              readError = err;
+              return;
+            }
+            if (n === 0) return;
+            const part = buf.subarray(0, n);
+            hasher?.update(part);
+            const at = size;
+            size += n;
+            if (src.sparse && part.equals(zero.subarray(0, n))) continue;
+            yield { at, part };
+          }
+        };
+        const inFlight = new Set<Promise<void>>();
+        let failed: unknown;
+        for await (const { at, part } of chunks()) {
+          const w = this.sftp.write(h, at, part).catch((err) => void (failed ??= err));
+          inFlight.add(w);
+          void w.then(() => inFlight.delete(w));
+          if (inFlight.size >= WRITES_IN_FLIGHT) await Promise.race(inFlight);
+          if (failed) break;
+        }
+        await Promise.all(inFlight);
+        if (readError) throw new SourceError(code(readError) ?? 'EIO', (readError as Error).message);
+        if (failed) throw failed;
+        if (src.sparse) await this.sftp.setstat(dest, { size });
+      } catch (err) {
+        await this.sftp.close(h).catch(() => undefined);
+        await this.sftp.remove(dest).catch(() => undefined);
+        if (err instanceof SourceError) throw err;
+        throw await this.classify(err, dest, false);
+      }
+      await this.sftp.close(h);
+      await this.setMeta(p, meta);
+      const st1 = await fh.stat({ bigint: true });
+      return { ...(hasher ? { sum: hasher.digest() } : {}), before: state(st0), after: state(st1) };
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** Sent at once; requests after it on the channel find the folder (OpenSSH answers in order). */
+  mkdir(p: Buffer, mode: number): Promise<void> {
+    const a = this.abs(p);
+    return this.sftp.mkdir(a, mode).catch(async (err) => {
+      throw await this.classify(err, a, true);
+    });
+  }
+
+  symlink(target: Buffer, p: Buffer): Promise<void> {
+    const a = this.abs(p);
+    return this.sftp.symlink(target, a).catch(async (err) => {
+      throw await this.classify(err, a, true);
+    });
+  }
+
+  link(existing: Buffer, p: Buffer): Promise<void> {
+    const a = this.abs(p);
+    return this.sftp.hardlink(this.abs(existing), a).catch(async (err) => {
+      throw await this.classify(err, a, true);
+    });
+  }
+
+  /** All at once: the round trip, not the server, is the cost of a link. */
+  async linkMany(fromDir: Buffer, toDir: Buffer, rels: Buffer[]): Promise<(string | null)[]> {
+    const from = this.abs(fromDir);
+    const to = this.abs(toDir);
+    const join = (d: Buffer, r: Buffer) => Buffer.concat([d, Buffer.from('/'), r]);
+    return Promise.all(
+      rels.map((r) =>
+        this.sftp.hardlink(join(from, r), join(to, r)).then(
+          () => null,
+          async (err) => code(await this.classify(err, join(to, r), true)) ?? 'EIO',
+        ),
+      ),
+    );
+  }
+
+  rename(from: Buffer, to: Buffer): Promise<void> {
+    return this.sftp.posixRename(this.abs(from), this.abs(to));
+  }
+
+  async setMeta(p: Buffer, meta: FileMeta, isSymlink = false): Promise<void> {
+    const attrs: { mode?: number; mtime?: number; atime?: number } = {};
+    if (meta.mode !== undefined && !isSymlink) attrs.mode = meta.mode;
+    if (meta.mtime !== undefined) attrs.mtime = attrs.atime = splitNs(meta.mtime)[0];
+    if (attrs.mode === undefined && attrs.mtime === undefined) return;
+    if (isSymlink) await this.sftp.lsetstat(this.abs(p), attrs);
+    else await this.sftp.setstat(this.abs(p), attrs);
+  }
+
+  async setDirMetaMany(items: { p: Buffer; meta: { mode: number; uid: number; gid: number; mtime: string } }[]): Promise<void> {
+    // In order on the channel (deepest first, as given), all in flight.
+    await Promise.all(items.map((it) => this.setMeta(it.p, { mode: it.meta.mode, mtime: it.meta.mtime })));
+  }
+
+  unlink(p: Buffer): Promise<void> {
+    return this.sftp.remove(this.abs(p));
+  }
+
+  /** Removes a file or a whole tree, never following a symlink; missing is fine. */
+  async remove(p: Buffer): Promise<void> {
+    const a = this.abs(p);
+    let st;
+    try {
+      st = await this.sftp.lstat(a);
+    } catch (err) {
+      if (code(err) === 'ENOENT') return;
+      throw err;
+    }
+    if (((st.mode ?? 0) & 0o170000) !== 0o040000) {
+      await this.sftp.remove(a).catch((err) => {
+        if (code(err) !== 'ENOENT') throw err;
+      });
+      return;
+    }
+    const names = await this.sftp.readdir(a);
+    await Promise.all(names.map((n) => this.remove(p.length ? Buffer.concat([p, Buffer.from('/'), n.name]) : n.name)));
+    await this.sftp.rmdir(a).catch((err) => {
+      if (code(err) !== 'ENOENT') throw err;
+    });
+  }
+
+  async statvfs(): Promise<{ freeBytes: number; freeInodes: number }> {
+    const v = await this.sftp.statvfs(this.root);
+    return { freeBytes: v.bavail * v.frsize, freeInodes: v.favail };
+  }
+
+  /**
+   * Everything sent so far has been answered (each request is acknowledged only once the server
+   * did it). Files written with writeFile (impl, lock, summary) are also fsynced; snapshot data is
+   * as durable as the server's own writeback makes it.
+   */
+  async sync(): Promise<void> {
+    await this.sftp.lstat(this.root); // answered after everything sent before it
+  }
+
+  async close(): Promise<void> {
+    this.sftp.end();
+    this.ssh?.end();
+  }
+}
+
+function state(st: fs.BigIntStats): SourceState {
+  return { size: Number(st.size), mtime: fromBigNs(st.mtimeNs), ctime: fromBigNs(st.ctimeNs), ino: Number(st.ino) };
+}
+
+export { SftpError };
