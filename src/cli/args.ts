@@ -1,11 +1,21 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { usageError } from '../errors.js';
+import type { SshOptions } from '../store/open.js';
 
 export const COMMON = {
   json: { type: 'boolean' },
   debug: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
+  // for sftp:// stores
+  identity: { type: 'string', short: 'i' },
+  'known-hosts': { type: 'string' },
+  'host-key': { type: 'string' },
 } as const;
+
+/** The SSH settings given on the command line (used only by sftp:// stores). */
+export function sshOptions(v: { identity?: string; 'known-hosts'?: string; 'host-key'?: string }): SshOptions {
+  return { identity: v.identity, knownHosts: v['known-hosts'], fingerprint: v['host-key'] };
+}
 
 /** parseArgs with usage errors that name the command and the way out. */
 export function parse<T extends NonNullable<ParseArgsConfig['options']>>(command: string, argv: string[], options: T, positionals = false) {

@@ -5,11 +5,11 @@ import { newProgress } from '../engine/events.js';
 import { runBackup } from '../engine/backup/backup.js';
 import { usageError } from '../errors.js';
 import { createMatcher, parseExcludeFile, PatternError } from '../scan/exclude.js';
-import { openStore } from '../store/open.js';
+import { openStore, type SshOptions } from '../store/open.js';
 import { HASH_ALGOS, type HashAlgo } from '../util/hash.js';
 import { bytes, count, duration } from '../ui/format.js';
 import type { Output } from '../ui/output.js';
-import { parse } from './args.js';
+import { parse, sshOptions } from './args.js';
 import { EXIT } from './exit-codes.js';
 
 export const help = `Usage: bakker backup [SOURCE...] --store DIR [options]
@@ -20,7 +20,12 @@ snapshot's copies and changed or new files are new copies, with its impl manifes
 and its diff folder. The first run on a store copies everything.
 
 Options:
-  -s, --store DIR          the store (a local folder; created when missing)
+  -s, --store DIR          the store: a local folder, or sftp://user@host[:port]/path
+                           (created when missing)
+  -i, --identity FILE      sftp://: the SSH private key (default ~/.ssh/id_ed25519)
+      --known-hosts FILE   sftp://: where the server's host key is (default
+                           ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)
+      --host-key SHA256:.. sftp://: accept this pinned host key fingerprint
   -c, --config FILE        read sources, excludes and targets from a YAML config
   -t, --target NAME        with -c: back up to this target only (default: all)
   -e, --exclude PATTERN    leave out matching paths (repeatable; see docs/EXCLUDES.md)
@@ -59,6 +64,7 @@ interface Plan {
   checksum: HashAlgo | undefined;
   job: string | undefined;
   dryRun: boolean;
+  ssh: SshOptions;
 }
 
 function readExcludeFile(file: string): string[] {
@@ -99,7 +105,7 @@ export async function planBackup(argv: string[]): Promise<Plan> {
       throw usageError(`bakker backup: source ${s} cannot be read (${(err as NodeJS.ErrnoException).code}): check the path`);
     }
   }
-  return { sources, stores, exclude, oneFileSystem: v['one-file-system'] ?? config?.oneFileSystem ?? false, checksum, job: v.job ?? config?.job, dryRun: v['dry-run'] === true };
+  return { sources, stores, exclude, oneFileSystem: v['one-file-system'] ?? config?.oneFileSystem ?? false, checksum, job: v.job ?? config?.job, dryRun: v['dry-run'] === true, ssh: sshOptions(v) };
 }
 
 export async function run(argv: string[], out: Output, signal: AbortSignal): Promise<number> {
@@ -113,7 +119,7 @@ export async function run(argv: string[], out: Output, signal: AbortSignal): Pro
   }
   let code: number = EXIT.OK;
   for (const target of plan.stores) {
-    const store = await openStore(target.store, plan.dryRun ? { mayBeMissing: true } : { create: true });
+    const store = await openStore(target.store, { ...(plan.dryRun ? { mayBeMissing: true } : { create: true }), ssh: plan.ssh });
     const progress = newProgress();
     out.startProgress(progress, 'backup');
     try {

@@ -3,7 +3,7 @@ import { readSummary } from '../engine/summary.js';
 import { openStore } from '../store/open.js';
 import { bytes, count, duration } from '../ui/format.js';
 import type { Output } from '../ui/output.js';
-import { parse, requireOpt } from './args.js';
+import { parse, requireOpt, sshOptions } from './args.js';
 import { EXIT } from './exit-codes.js';
 
 export const help = `Usage: bakker list --store DIR [--json]
@@ -16,7 +16,7 @@ Examples:
 
 export async function run(argv: string[], out: Output): Promise<number> {
   const { values } = parse('list', argv, { store: { type: 'string', short: 's' } });
-  const store = await openStore(requireOpt('list', values.store, '--store', 'give the store folder'));
+  const store = await openStore(requireOpt('list', values.store, '--store', 'give the store folder'), { ssh: sshOptions(values) });
   try {
     await requireStore(store);
     const { complete } = await listStore(store);

@@ -4,7 +4,7 @@ import { verifySnapshot } from '../engine/verify/verify.js';
 import { openStore } from '../store/open.js';
 import { count } from '../ui/format.js';
 import type { Output } from '../ui/output.js';
-import { parse, requireOpt } from './args.js';
+import { parse, requireOpt, sshOptions } from './args.js';
 import { EXIT } from './exit-codes.js';
 
 export const help = `Usage: bakker verify --store DIR [--snapshot NAME|latest|all] [--no-read-data] [--json]
@@ -24,7 +24,7 @@ export async function run(argv: string[], out: Output): Promise<number> {
     snapshot: { type: 'string' },
     'no-read-data': { type: 'boolean' },
   });
-  const store = await openStore(requireOpt('verify', values.store, '--store', 'give the store folder'));
+  const store = await openStore(requireOpt('verify', values.store, '--store', 'give the store folder'), { ssh: sshOptions(values) });
   try {
     await requireStore(store);
     const which = values.snapshot ?? 'latest';

@@ -1,17 +1,72 @@
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { BakkerError } from '../errors.js';
 import { LocalStore } from './local/local-store.js';
 import type { Store } from './store.js';
 
+/** SSH settings for sftp:// stores; unset ones fall back to ~/.ssh (and /etc/ssh for known hosts). */
+export interface SshOptions {
+  identity?: string;
+  knownHosts?: string;
+  /** A pinned host key fingerprint ("SHA256:..."), accepted besides known_hosts. */
+  fingerprint?: string;
+}
+
+/** Opens sftp://user@host[:port]/path: connects (key auth, host key checked) and checks the folder. */
+async function openSftp(address: string, opts: { create?: boolean; mayBeMissing?: boolean; ssh?: SshOptions }): Promise<Store> {
+  let url: URL;
+  try {
+    url = new URL(address);
+  } catch {
+    throw new BakkerError('USAGE', `store address ${address} is not a valid URL: use sftp://user@host[:port]/path`);
+  }
+  const user = decodeURIComponent(url.username);
+  const root = decodeURIComponent(url.pathname);
+  if (!user || !url.hostname || root === '' || root === '/') {
+    throw new BakkerError('USAGE', `store address ${address}: name the user, the host and a folder: sftp://user@host[:port]/path`);
+  }
+  const home = os.homedir();
+  const { connectSftp } = await import('./sftp/connect.js');
+  const { SftpStore } = await import('./sftp/sftp-store.js');
+  const { ssh, sftp } = await connectSftp({
+    host: url.hostname.replace(/^\[|\]$/g, ''),
+    port: url.port ? Number(url.port) : 22,
+    user,
+    identity: opts.ssh?.identity ?? path.join(home, '.ssh', 'id_ed25519'),
+    knownHosts: opts.ssh?.knownHosts ? [opts.ssh.knownHosts] : [path.join(home, '.ssh', 'known_hosts'), '/etc/ssh/ssh_known_hosts'],
+    ...(opts.ssh?.fingerprint ? { fingerprint: opts.ssh.fingerprint } : {}),
+  });
+  const store = new SftpStore(sftp, ssh, root, address);
+  const st = await sftp.lstat(Buffer.from(root)).catch(() => null);
+  if (!st) {
+    if (opts.mayBeMissing) return store;
+    if (!opts.create) {
+      await store.close();
+      throw new BakkerError('STORE', `store ${address} does not exist: check --store, or run a backup to create it`);
+    }
+    try {
+      await sftp.mkdir(Buffer.from(root), 0o700);
+    } catch (err) {
+      await store.close();
+      throw new BakkerError('STORE', `cannot create the store folder ${root} on ${url.host}: ${(err as Error).message}; create it there, writable by ${user}`, { cause: err });
+    }
+  } else if (((st.mode ?? 0) & 0o170000) !== 0o040000) {
+    await store.close();
+    throw new BakkerError('STORE', `store ${address} is not a folder: point --store at a folder`);
+  }
+  return store;
+}
+
 /**
- * Opens a store from its address: a folder path (absolute or relative) or file:///path.
- * (sftp://user@host[:port]/path arrives with the SFTP store.)
+ * Opens a store from its address: a folder path (absolute or relative), file:///path, or
+ * sftp://user@host[:port]/path.
  */
-export async function openStore(address: string, opts: { create?: boolean; mayBeMissing?: boolean } = {}): Promise<Store> {
+export async function openStore(address: string, opts: { create?: boolean; mayBeMissing?: boolean; ssh?: SshOptions } = {}): Promise<Store> {
+  if (address.startsWith('sftp://')) return openSftp(address, opts);
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(address) && !address.startsWith('file://')) {
     const scheme = address.slice(0, address.indexOf(':'));
-    throw new BakkerError('USAGE', `store address ${address}: the ${scheme}:// scheme is not supported yet: give a local folder`);
+    throw new BakkerError('USAGE', `store address ${address}: the ${scheme}:// scheme is not supported: give a folder or sftp://user@host[:port]/path`);
   }
   const dir = path.resolve(address.startsWith('file://') ? new URL(address).pathname : address);
   let st: fs.Stats | undefined;
