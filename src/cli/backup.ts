@@ -58,7 +58,7 @@ const OPTIONS = {
 
 interface Plan {
   sources: string[];
-  stores: { name: string; store: string }[];
+  stores: { name: string; store: string; identity?: string; knownHosts?: string; hostKey?: string }[];
   exclude: string[];
   oneFileSystem: boolean;
   checksum: HashAlgo | undefined;
@@ -119,7 +119,8 @@ export async function run(argv: string[], out: Output, signal: AbortSignal): Pro
   }
   let code: number = EXIT.OK;
   for (const target of plan.stores) {
-    const store = await openStore(target.store, { ...(plan.dryRun ? { mayBeMissing: true } : { create: true }), ssh: plan.ssh });
+    const ssh = { identity: plan.ssh.identity ?? target.identity, knownHosts: plan.ssh.knownHosts ?? target.knownHosts, fingerprint: plan.ssh.fingerprint ?? target.hostKey };
+    const store = await openStore(target.store, { ...(plan.dryRun ? { mayBeMissing: true } : { create: true }), ssh });
     const progress = newProgress();
     out.startProgress(progress, 'backup');
     try {

@@ -20,6 +20,10 @@ export interface Config {
 export interface TargetConfig {
   name: string;
   store: string;
+  /** sftp:// targets: SSH settings (the command line's --identity etc. win). */
+  identity?: string;
+  knownHosts?: string;
+  hostKey?: string;
 }
 
 type Where = (string | number)[];
@@ -87,7 +91,7 @@ function describe(v: unknown): string {
 }
 
 const TOP = ['job', 'sources', 'exclude', 'exclude_from', 'one_file_system', 'checksum', 'targets'];
-const TARGET = ['store'];
+const TARGET = ['store', 'identity', 'known_hosts', 'host_key'];
 
 export function parseConfig(text: string, file: string): Config {
   const lines = new LineCounter();
@@ -133,8 +137,18 @@ export function parseConfig(text: string, file: string): Config {
   for (const [name, v] of Object.entries(tmap)) {
     if (!/^[A-Za-z0-9._-]+$/.test(name)) c.fail(['targets', name], 'a target name may use only letters, digits, ".", "_" and "-"');
     const t = c.keys(['targets', name], v, TARGET);
-    if (t.store === undefined) c.fail(['targets', name], 'missing "store": a folder path (sftp:// addresses come with the SFTP store)');
-    targets.push({ name, store: c.str(['targets', name, 'store'], t.store, 'a folder path') });
+    if (t.store === undefined) c.fail(['targets', name], 'missing "store": a folder path or sftp://user@host[:port]/path');
+    const target: TargetConfig = { name, store: c.str(['targets', name, 'store'], t.store, 'a folder path or sftp://user@host[:port]/path') };
+    if (t.identity !== undefined) target.identity = c.str(['targets', name, 'identity'], t.identity, 'a private key file');
+    if (t.known_hosts !== undefined) target.knownHosts = c.str(['targets', name, 'known_hosts'], t.known_hosts, 'a known_hosts file');
+    if (t.host_key !== undefined) {
+      target.hostKey = c.str(['targets', name, 'host_key'], t.host_key, 'a host key fingerprint');
+      if (!/^SHA256:[A-Za-z0-9+/]{43}$/.test(target.hostKey)) c.fail(['targets', name, 'host_key'], `expected a fingerprint as ssh-keygen -lf prints it (SHA256: and 43 characters), got "${target.hostKey}"`);
+    }
+    if (!target.store.startsWith('sftp://') && (target.identity ?? target.knownHosts ?? target.hostKey) !== undefined) {
+      c.fail(['targets', name], 'identity, known_hosts and host_key are for sftp:// stores only');
+    }
+    targets.push(target);
   }
   if (targets.length === 0) c.fail(['targets'], 'expected at least one target');
   return { file, job, sources, exclude, excludeFrom, oneFileSystem, checksum, targets };

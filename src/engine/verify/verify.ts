@@ -82,7 +82,7 @@ export async function verifySnapshot(store: Store, snapshot: string, opts: { emi
 async function checkEntry(store: Store, p: Buffer, e: Entry, problem: (p: Buffer, m: string) => void, groups: Map<number, Promise<number | undefined>>): Promise<void> {
   const statted = store.stat(p);
   let first: Promise<number | undefined> | undefined;
-  if (e.hardlink !== undefined && e.type === 'file') {
+  if (e.hardlink !== undefined && e.type === 'file' && store.caps.inodes) {
     first = groups.get(e.hardlink);
     if (!first) groups.set(e.hardlink, statted.then((s) => s?.ino));
   }
