@@ -36,7 +36,8 @@ function refresh(e: Entry, abs: Buffer): boolean {
  */
 export class StoreWriter {
   readonly stats: WriterStats = { copied: 0, linked: 0, bytesCopied: 0, bytesLinked: 0, unreadable: 0, changing: 0 };
-  private readonly copySlots = new Semaphore(4);
+  /** Copies at once: a few for a local disk; many for a remote store, where the round trip is the cost. */
+  private readonly copySlots: Semaphore;
   /** Link batches in flight: few, so directory scans (which the walk waits for) are not queued behind them. */
   private readonly linkSlots = new Semaphore(2);
   private readonly diffDirs = new Map<string, Promise<void>>();
@@ -50,7 +51,9 @@ export class StoreWriter {
     private readonly checksum: HashAlgo | undefined,
     private readonly emit: Emit,
     private readonly progress: Progress,
-  ) {}
+  ) {
+    this.copySlots = new Semaphore(store.localRoot ? 4 : 32);
+  }
 
   /**
    * Directories are made in walk order. A store's mkdir is ordered (whatever is started after

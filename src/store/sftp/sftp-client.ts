@@ -266,8 +266,30 @@ export class SftpClient {
     const pkt = fill(new Packet(type).u32(id)).done();
     return new Promise<Reply>((resolve, reject) => {
       this.pending.set(id, { resolve, reject, what });
-      this.chan.write(pkt);
+      this.send(pkt);
     });
+  }
+
+  /**
+   * Requests made in one go (a batch of links, the writes of a file) leave in one channel write:
+   * one SSH packet for many small requests instead of one each (each packet is encrypted and
+   * framed on its own, which is most of the cost of a small request).
+   */
+  private out: Buffer[] = [];
+  private outBytes = 0;
+  private send(pkt: Buffer): void {
+    this.out.push(pkt);
+    this.outBytes += pkt.length;
+    if (this.outBytes >= 256 * 1024) this.flushOut();
+    else if (this.out.length === 1) queueMicrotask(() => this.flushOut());
+  }
+
+  private flushOut(): void {
+    if (this.out.length === 0) return;
+    const data = this.out.length === 1 ? this.out[0]! : Buffer.concat(this.out, this.outBytes);
+    this.out = [];
+    this.outBytes = 0;
+    this.chan.write(data);
   }
 
   private static status(reply: Reply, what: string, path?: Buffer): void {
