@@ -18,6 +18,7 @@ const WRITE = 6;
 const LSTAT = 7;
 const FSTAT = 8;
 const SETSTAT = 9;
+const FSETSTAT = 10;
 const OPENDIR = 11;
 const READDIR = 12;
 const REMOVE = 13;
@@ -90,10 +91,12 @@ type Reply = { type: number; body: Buffer };
 
 /** Writes SFTP fields into a growing buffer. */
 class Packet {
-  private buf = Buffer.allocUnsafe(256);
+  private buf: Buffer;
   private len = 5; // uint32 length + type
 
-  constructor(type: number) {
+  /** `size`: about how many bytes the packet will take (data writes: a little more than the data). */
+  constructor(type: number, size = 256) {
+    this.buf = Buffer.allocUnsafe(size);
     this.buf[4] = type;
   }
 
@@ -259,11 +262,11 @@ export class SftpClient {
     }
   }
 
-  private request(type: number, what: string, fill: (p: Packet) => Packet): Promise<Reply> {
+  private request(type: number, what: string, fill: (p: Packet) => Packet, size?: number): Promise<Reply> {
     if (this.closedWith) return Promise.reject(new SftpError('ECONNRESET', `SFTP connection lost: ${this.closedWith.message}`));
     const id = this.nextId;
     this.nextId = (this.nextId % 0xffff_fffe) + 1;
-    const pkt = fill(new Packet(type).u32(id)).done();
+    const pkt = fill(new Packet(type, size).u32(id)).done();
     return new Promise<Reply>((resolve, reject) => {
       this.pending.set(id, { resolve, reject, what });
       this.send(pkt);
@@ -354,8 +357,9 @@ export class SftpClient {
     return null;
   }
 
-  write(h: Buffer, offset: number, data: Buffer): Promise<void> {
-    return this.expectStatus(WRITE, 'write', undefined, (k) => k.bytes(h).u64(offset).bytes(data));
+  /** Writes `data` at `offset`; the bytes are copied into the request at once, so `data` may be reused. */
+  async write(h: Buffer, offset: number, data: Buffer): Promise<void> {
+    SftpClient.status(await this.request(WRITE, 'write', (k) => k.bytes(h).u64(offset).bytes(data), 32 + h.length + data.length), 'write');
   }
 
   /** A directory's names (without "." and ".."), in the server's order. */
@@ -404,6 +408,10 @@ export class SftpClient {
   /** Makes `link` a symlink to `target`. (OpenSSH takes the two in the reverse of the draft's order.) */
   symlink(target: Buffer, link: Buffer): Promise<void> {
     return this.expectStatus(SYMLINK, 'symlink', link, (k) => k.bytes(target).bytes(link));
+  }
+
+  fsetstat(h: Buffer, attrs: SftpAttrs): Promise<void> {
+    return this.expectStatus(FSETSTAT, 'fsetstat', undefined, (k) => k.bytes(h).attrs(attrs));
   }
 
   setstat(p: Buffer, attrs: SftpAttrs): Promise<void> {
