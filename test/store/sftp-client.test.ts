@@ -91,3 +91,30 @@ test('connection errors say what to do: unknown host key, wrong key, refused', a
   await assert.rejects(connectSftp(target(a, { port: 1 })), /refused the connection/);
   assert.deepEqual(knownKeys(`|1|${'x'}|y ssh-ed25519 AAAA\n[127.0.0.1]:${sshd.port} ssh-ed25519 KEY\n`, '127.0.0.1', sshd.port), ['KEY']);
 });
+
+test('isolation: one account reaches nothing of another through any SFTP operation', async () => {
+  // b's data, made on the host
+  fs.mkdirSync(path.join(b.root, 'backups', 'secret'), { recursive: true });
+  fs.writeFileSync(path.join(b.root, 'backups', 'secret', 'f'), 'b only');
+  const theirs = [`/../${b.user}/backups/secret/f`, `/../../chroot/${b.user}/backups/secret/f`, path.join(b.root, 'backups/secret/f')];
+  const refused = (e: Error & { code?: string }) => ['ENOENT', 'EACCES', 'EFAILURE'].includes(e.code ?? '');
+  for (const p of theirs) {
+    const q = B(p);
+    await assert.rejects(sftp.lstat(q), refused, `lstat ${p}`);
+    await assert.rejects(sftp.open(q, FXF_READ), refused, `open ${p}`);
+    await assert.rejects(sftp.readdir(B(path.dirname(p))), refused, `readdir ${p}`);
+    await assert.rejects(sftp.posixRename(q, B('/backups/stolen')), refused, `rename ${p}`);
+    await assert.rejects(sftp.hardlink(q, B('/backups/stolen-link')), refused, `hardlink ${p}`);
+    await assert.rejects(sftp.remove(q), refused, `remove ${p}`);
+    await assert.rejects(sftp.setstat(q, { mode: 0o777 }), refused, `setstat ${p}`);
+    await assert.rejects(sftp.open(q, FXF_WRITE | FXF_CREAT), refused, `create ${p}`);
+  }
+  // A symlink a plants pointing at b's absolute host path resolves inside a's own chroot.
+  await sftp.symlink(B(path.join(b.root, 'backups/secret/f')), B('/backups/via-link'));
+  await assert.rejects(sftp.open(B('/backups/via-link'), FXF_READ), refused, 'a symlink cannot leave the chroot');
+  await sftp.symlink(B(`../../${b.user}/backups/secret`), B('/backups/via-rel'));
+  await assert.rejects(sftp.readdir(B('/backups/via-rel')), refused);
+  assert.equal(fs.readFileSync(path.join(b.root, 'backups', 'secret', 'f'), 'utf8'), 'b only', "b's file untouched");
+  assert.equal(fs.existsSync(path.join(a.root, 'backups', 'stolen')), false);
+  assert.equal(fs.existsSync(path.join(a.root, 'backups', 'stolen-link')), false);
+});
