@@ -92,3 +92,27 @@ test('sftp:// errors are one line that names the fix', () => {
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /sftp:\/\/user@host\[:port\]\/path/);
 });
+
+test('an sftp:// store that fills up fails cleanly and keeps earlier snapshots', () => {
+  const small = sshd.addAccount({ sizeMB: 64 });
+  const s2 = path.join(work, 'src2');
+  build(s2, [{ file: 'small.txt', content: 'small' }]);
+  const url = `${small.url}/server2`;
+  const args = ['--identity', small.key, '--known-hosts', sshd.knownHosts];
+  assert.equal(bakker(['backup', s2, '--store', url, ...args]).code, 0);
+  const storeDir = path.join(small.root, 'backups/server2');
+  const first = fs.readlinkSync(path.join(storeDir, 'latest'));
+  fs.writeFileSync(path.join(s2, 'big.bin'), Buffer.alloc(80 << 20, 3));
+  const r = bakker(['backup', s2, '--store', url, ...args]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /^bakker: store sftp:\/\/.* is full \(ENOSPC\): free space there or prune old snapshots; no snapshot was published and earlier ones are intact$/m);
+  assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  assert.equal(fs.readlinkSync(path.join(storeDir, 'latest')), first);
+  assert.deepEqual(fs.readdirSync(path.join(storeDir, '.bakker/run')), []);
+  assert.ok(!fs.existsSync(path.join(storeDir, '.bakker/lock')));
+  const v = bakker(['verify', '--store', url, '--snapshot', 'all', ...args]);
+  assert.equal(v.code, 0, v.stdout + v.stderr);
+  fs.rmSync(path.join(s2, 'big.bin'));
+  const again = bakker(['backup', s2, '--store', url, ...args]);
+  assert.equal(again.code, 0, again.stderr);
+});

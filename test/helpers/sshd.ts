@@ -27,7 +27,8 @@ export interface Sshd {
   knownHosts: string;
   /** The host key as an OpenSSH public key line ("ssh-ed25519 AAAA..."). */
   hostKey: string;
-  addAccount(): SftpAccount;
+  /** A new account; with sizeMB its backups folder is its own loop-mounted ext4 of that size. */
+  addAccount(opts?: { sizeMB?: number }): SftpAccount;
   /** Stops the server (SIGTERM, by PID) and starts it again on the same port. */
   restart(): Promise<void>;
   stop(): Promise<void>;
@@ -106,6 +107,7 @@ export async function startSshd(): Promise<Sshd> {
   const knownHosts = path.join(base, 'known_hosts');
   fs.writeFileSync(knownHosts, `[127.0.0.1]:${port} ${hostKey}\n`);
   const users: string[] = [];
+  const mounts: { dir: string; loop: string }[] = [];
   let proc: ChildProcess | null = null;
 
   const launch = async () => {
@@ -127,15 +129,25 @@ export async function startSshd(): Promise<Sshd> {
     port,
     knownHosts,
     hostKey,
-    addAccount(): SftpAccount {
+    addAccount(opts: { sizeMB?: number } = {}): SftpAccount {
       const user = `${prefix}${users.length}`;
       sh('useradd', ['-M', '-d', '/', '-s', '/usr/sbin/nologin', user]);
       users.push(user);
       sh('usermod', ['-p', '*', user]); // unlocked for key-only login (sshd refuses "!" without PAM)
       const root = path.join(base, 'chroot', user);
       fs.mkdirSync(root, { mode: 0o755 });
-      fs.mkdirSync(path.join(root, 'backups'), { mode: 0o700 });
-      sh('chown', [`${user}:`, path.join(root, 'backups')]);
+      const backups = path.join(root, 'backups');
+      fs.mkdirSync(backups, { mode: 0o700 });
+      if (opts.sizeMB) {
+        const img = path.join(base, `${user}.img`);
+        sh('truncate', ['-s', `${opts.sizeMB}M`, img]);
+        sh('mkfs.ext4', ['-q', '-F', '-m', '0', img]);
+        const loop = sh('losetup', ['-f', '--show', img]).trim();
+        sh('mount', ['-o', 'nosuid,nodev', loop, backups]);
+        mounts.push({ dir: backups, loop });
+        fs.chmodSync(backups, 0o700);
+      }
+      sh('chown', [`${user}:`, backups]);
       const key = path.join(base, 'client', user);
       sh('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
       fs.copyFileSync(`${key}.pub`, path.join(base, 'keys', user));
@@ -148,6 +160,13 @@ export async function startSshd(): Promise<Sshd> {
     },
     async stop() {
       await kill();
+      for (const m of mounts) {
+        try {
+          sh('umount', [m.dir]);
+        } finally {
+          sh('losetup', ['-d', m.loop]);
+        }
+      }
       for (const u of users) sh('userdel', [u]);
       fs.rmSync(base, { recursive: true, force: true });
     },

@@ -182,9 +182,10 @@ export class SftpStore implements Store {
       await this.writeAll(h, Buffer.isBuffer(data) ? [data] : (data as AsyncIterable<Buffer>));
       await this.sftp.fsync(h);
     } catch (err) {
+      const why = await this.classify(err, tmp, false); // before the partial file goes
       await this.sftp.close(h).catch(() => undefined);
       await this.sftp.remove(tmp).catch(() => undefined);
-      throw await this.classify(err, tmp, false);
+      throw why;
     }
     await this.sftp.close(h);
     if (!opts.exclusive) await this.sftp.posixRename(tmp, dest);
@@ -248,10 +249,11 @@ export class SftpStore implements Store {
         if (failed) throw failed;
         if (src.sparse) await this.sftp.setstat(dest, { size });
       } catch (err) {
+        // classified before the partial copy goes (removing it frees the space that ran out)
+        const why = err instanceof SourceError ? err : await this.classify(err, dest, false);
         await this.sftp.close(h).catch(() => undefined);
         await this.sftp.remove(dest).catch(() => undefined);
-        if (err instanceof SourceError) throw err;
-        throw await this.classify(err, dest, false);
+        throw why;
       }
       await this.sftp.close(h);
       await this.setMeta(p, meta);
@@ -308,8 +310,9 @@ export class SftpStore implements Store {
     const done = await Promise.allSettled(steps);
     const bad = done.find((d) => d.status === 'rejected');
     if (bad) {
+      const why = await this.classify((bad as PromiseRejectedResult).reason, dest, false); // before the partial file goes
       await this.sftp.remove(dest).catch(() => undefined);
-      throw await this.classify((bad as PromiseRejectedResult).reason, dest, false);
+      throw why;
     }
     let sum: string | undefined;
     if (hash) {
