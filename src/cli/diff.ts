@@ -16,14 +16,18 @@ Paths are shown from the root (/data/...).
 
 Examples:
   bakker diff --store /backups/server1
-  bakker diff --store /backups/server1 2026_11_28_01 latest`;
+  bakker diff --store /backups/server1 2026_11_28_01 latest
+  bakker diff --store sftp://server1@storage1/backups -i /etc/bakker/id_ed25519
+
+DIR may also be sftp://user@host[:port]/path; then -i/--identity FILE, --known-hosts FILE and
+--host-key SHA256:... say how to connect (see 'bakker backup --help').`;
 
 const MARK = { added: '+', removed: '-', content: 'M', meta: 'm' } as const;
 
 export async function run(argv: string[], out: Output): Promise<number> {
   const { values, positionals } = parse('diff', argv, { store: { type: 'string', short: 's' } }, true);
   if (positionals.length > 2) throw usageError(`bakker diff: expected at most two snapshots, got ${positionals.length}`);
-  const store = await openStore(requireOpt('diff', values.store, '--store', 'give the store folder'), { ssh: sshOptions(values) });
+  const store = await openStore(requireOpt('diff', values.store, '--store', 'give the store folder or sftp:// address'), { ssh: sshOptions(values) });
   try {
     await requireStore(store);
     let from: string;

@@ -12,11 +12,15 @@ Lists the complete snapshots on a store, oldest first, with their size and what 
 
 Examples:
   bakker list --store /backups/server1
-  bakker list --store /backups/server1 --json | jq -r .name`;
+  bakker list --store /backups/server1 --json | jq -r .name
+  bakker list --store sftp://server1@storage1/backups -i /etc/bakker/id_ed25519
+
+DIR may also be sftp://user@host[:port]/path; then -i/--identity FILE, --known-hosts FILE and
+--host-key SHA256:... say how to connect (see 'bakker backup --help').`;
 
 export async function run(argv: string[], out: Output): Promise<number> {
   const { values } = parse('list', argv, { store: { type: 'string', short: 's' } });
-  const store = await openStore(requireOpt('list', values.store, '--store', 'give the store folder'), { ssh: sshOptions(values) });
+  const store = await openStore(requireOpt('list', values.store, '--store', 'give the store folder or sftp:// address'), { ssh: sshOptions(values) });
   try {
     await requireStore(store);
     const { complete } = await listStore(store);

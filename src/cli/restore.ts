@@ -25,7 +25,11 @@ Options:
 
 Examples:
   bakker restore --store /backups/server1 --to /tmp/r
-  bakker restore --store /backups/server1 --snapshot 2026_11_28_01 --include data/www --to /tmp/r`;
+  bakker restore --store /backups/server1 --snapshot 2026_11_28_01 --include data/www --to /tmp/r
+  bakker restore --store sftp://server1@storage1/backups -i /etc/bakker/id_ed25519
+
+DIR may also be sftp://user@host[:port]/path; then -i/--identity FILE, --known-hosts FILE and
+--host-key SHA256:... say how to connect (see 'bakker backup --help').`;
 
 export async function run(argv: string[], out: Output): Promise<number> {
   const { values } = parse('restore', argv, {
@@ -36,7 +40,7 @@ export async function run(argv: string[], out: Output): Promise<number> {
     'numeric-ids': { type: 'boolean' },
   });
   const to = path.resolve(requireOpt('restore', values.to, '--to', 'give the folder to restore into'));
-  const store = await openStore(requireOpt('restore', values.store, '--store', 'give the store folder'), { ssh: sshOptions(values) });
+  const store = await openStore(requireOpt('restore', values.store, '--store', 'give the store folder or sftp:// address'), { ssh: sshOptions(values) });
   try {
     await requireStore(store);
     const snapshot = await resolveSnapshot(store, values.snapshot ?? 'latest');

@@ -16,7 +16,11 @@ Exit code 1 when any problem is found; each one is listed.
 
 Examples:
   bakker verify --store /backups/server1
-  bakker verify --store /backups/server1 --snapshot all`;
+  bakker verify --store /backups/server1 --snapshot all
+  bakker verify --store sftp://server1@storage1/backups -i /etc/bakker/id_ed25519
+
+DIR may also be sftp://user@host[:port]/path; then -i/--identity FILE, --known-hosts FILE and
+--host-key SHA256:... say how to connect (see 'bakker backup --help').`;
 
 export async function run(argv: string[], out: Output): Promise<number> {
   const { values } = parse('verify', argv, {
@@ -24,7 +28,7 @@ export async function run(argv: string[], out: Output): Promise<number> {
     snapshot: { type: 'string' },
     'no-read-data': { type: 'boolean' },
   });
-  const store = await openStore(requireOpt('verify', values.store, '--store', 'give the store folder'), { ssh: sshOptions(values) });
+  const store = await openStore(requireOpt('verify', values.store, '--store', 'give the store folder or sftp:// address'), { ssh: sshOptions(values) });
   try {
     await requireStore(store);
     const which = values.snapshot ?? 'latest';
