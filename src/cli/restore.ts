@@ -26,7 +26,7 @@ Options:
 Examples:
   bakker restore --store /backups/server1 --to /tmp/r
   bakker restore --store /backups/server1 --snapshot 2026_11_28_01 --include data/www --to /tmp/r
-  bakker restore --store sftp://server1@storage1/backups -i /etc/bakker/id_ed25519
+  bakker restore --store sftp://server1@storage1/backups -i /etc/bakker/id_ed25519 --to /tmp/r
 
 DIR may also be sftp://user@host[:port]/path; then -i/--identity FILE, --known-hosts FILE and
 --host-key SHA256:... say how to connect (see 'bakker backup --help').`;
