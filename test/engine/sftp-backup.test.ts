@@ -2,7 +2,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { bakker, jsonLines } from '../helpers/cli.js';
+import { bakker, bakkerAsync, jsonLines } from '../helpers/cli.js';
 import { startSshd, type Sshd, type SftpAccount } from '../helpers/sshd.js';
 import { build, requireTool, rmrf, sh, tempDir } from '../helpers/tree.js';
 
@@ -115,4 +115,36 @@ test('an sftp:// store that fills up fails cleanly and keeps earlier snapshots',
   fs.rmSync(path.join(s2, 'big.bin'));
   const again = bakker(['backup', s2, '--store', url, ...args]);
   assert.equal(again.code, 0, again.stderr);
+});
+
+test('a connection that drops mid-run fails the run cleanly; the next run takes over and completes', async () => {
+  const url = `${acc.url}/server3`;
+  const storeDir = path.join(acc.root, 'backups/server3');
+  assert.equal(bakker(['backup', src, '--store', url, ...ssh()]).code, 0);
+  const first = fs.readlinkSync(path.join(storeDir, 'latest'));
+  fs.writeFileSync(path.join(src, 'during.txt'), 'new');
+  const child = bakkerAsync(['backup', src, '--store', url, ...ssh()], { BAKKER_FAULT: 'before-publish:pause' });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise<number>((resolve) => child.on('exit', (c) => resolve(c ?? -1)));
+  // Wait until the run sits at its publish step, then cut its SSH session (the user's processes).
+  const runDir = path.join(storeDir, '.bakker/run');
+  for (let i = 0; i < 200; i++) {
+    const runs = fs.existsSync(runDir) ? fs.readdirSync(runDir) : [];
+    if (runs.some((r) => fs.existsSync(path.join(runDir, r, 'impl')))) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  sh('pkill', ['-KILL', '-u', acc.user]);
+  const code = await exited;
+  assert.equal(code, 1, stderr);
+  assert.match(stderr.trim(), /^bakker: .*(connection lost|ECONNRESET).*no snapshot was published and earlier ones are intact$/);
+  assert.equal(fs.readlinkSync(path.join(storeDir, 'latest')), first, 'latest untouched');
+  const again = bakker(['backup', src, '--store', url, '--json', ...ssh()]);
+  assert.equal(again.code, 0, again.stderr);
+  const events = jsonLines(again.stdout);
+  assert.ok(events.some((e) => e.event === 'info' && /took over the lock/.test(String(e.message))), 'the dead run\'s lock is taken over');
+  assert.deepEqual(fs.readdirSync(runDir), [], 'the dead run\'s folder is cleaned');
+  const v = bakker(['verify', '--store', url, '--snapshot', 'latest', ...ssh()]);
+  assert.equal(v.code, 0, v.stdout + v.stderr);
+  fs.rmSync(path.join(src, 'during.txt'));
 });
