@@ -29,6 +29,8 @@ export interface Sshd {
   hostKey: string;
   /** A new account; with sizeMB its backups folder is its own loop-mounted ext4 of that size. */
   addAccount(opts?: { sizeMB?: number }): SftpAccount;
+  /** A normal shell account (not chrooted; for rsync over ssh in the benchmark): user, key, home. */
+  addShellAccount(): { user: string; key: string; home: string };
   /** Stops the server (SIGTERM, by PID) and starts it again on the same port. */
   restart(): Promise<void>;
   stop(): Promise<void>;
@@ -153,6 +155,19 @@ export async function startSshd(): Promise<Sshd> {
       fs.copyFileSync(`${key}.pub`, path.join(base, 'keys', user));
       fs.chmodSync(path.join(base, 'keys', user), 0o644);
       return { user, key, root, url: `sftp://${user}@127.0.0.1:${port}/backups` };
+    },
+    addShellAccount() {
+      const user = `bkr${tag}${users.length}`;
+      const home = path.join(base, 'home', user);
+      fs.mkdirSync(path.dirname(home), { recursive: true, mode: 0o755 });
+      sh('useradd', ['-m', '-d', home, '-s', '/bin/sh', user]);
+      users.push(user);
+      sh('usermod', ['-p', '*', user]);
+      const key = path.join(base, 'client', user);
+      sh('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
+      fs.copyFileSync(`${key}.pub`, path.join(base, 'keys', user));
+      fs.chmodSync(path.join(base, 'keys', user), 0o644);
+      return { user, key, home };
     },
     async restart() {
       await kill();

@@ -70,6 +70,9 @@ export async function connectSftp(t: SshTarget): Promise<{ ssh: Client; sftp: Sf
   }
   let seen: Buffer | null = null;
   const ssh = new Client();
+  // Errors after the first (or after the connection is up) must not go unheard: an 'error' event
+  // without a listener would end the process. Requests in flight fail through the channel instead.
+  ssh.on('error', () => undefined);
   await new Promise<void>((resolve, reject) => {
     ssh.once('ready', () => resolve());
     ssh.once('error', (err: Error & { level?: string; code?: string }) => {
