@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -182,7 +182,11 @@ export async function startSshd(): Promise<Sshd> {
           sh('losetup', ['-d', m.loop]);
         }
       }
-      for (const u of users) sh('userdel', [u]);
+      for (const u of users) {
+        spawnSync('pkill', ['-KILL', '-u', u]); // sessions still open (an rsync over ssh, say)
+        await new Promise((r) => setTimeout(r, 50));
+        sh('userdel', [u]);
+      }
       fs.rmSync(base, { recursive: true, force: true });
     },
   };
