@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { EntryType } from '../manifest/entry.js';
-import type { NsTime } from '../manifest/time.js';
+import { fromBigNs, type NsTime } from '../manifest/time.js';
 import type { HashAlgo } from '../util/hash.js';
 
 /**
@@ -64,6 +64,11 @@ export interface PutResult {
   sum?: string;
   before: SourceState;
   after: SourceState;
+}
+
+/** The state of a local source file from its lstat/fstat (both stores report it the same way). */
+export function sourceState(st: import('node:fs').BigIntStats): SourceState {
+  return { size: Number(st.size), mtime: fromBigNs(st.mtimeNs), ctime: fromBigNs(st.ctimeNs), ino: Number(st.ino) };
 }
 
 /** Thrown by putFile when the local source, not the store, failed (vanished, unreadable). */

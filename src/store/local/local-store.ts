@@ -9,15 +9,12 @@ import { typeOfMode } from '../../manifest/entry.js';
 import { fromBigNs, nsTime, splitNs } from '../../manifest/time.js';
 import { copyFd } from '../../util/sparse-copy.js';
 import { createHasher, type HashAlgo } from '../../util/hash.js';
-import { SourceError, type FileMeta, type LocalSource, type PutResult, type SourceState, type Store, type StoreCaps, type StoreStat } from '../store.js';
+import { SourceError, sourceState, type FileMeta, type LocalSource, type PutResult, type SourceState, type Store, type StoreCaps, type StoreStat } from '../store.js';
 
 function stateAt(r: Float64Array, i: number): SourceState {
   return { size: r[i]!, mtime: nsTime(r[i + 1]!, r[i + 2]!), ctime: nsTime(r[i + 3]!, r[i + 4]!), ino: r[i + 5]! };
 }
 
-function bigState(st: fs.BigIntStats): SourceState {
-  return { size: Number(st.size), mtime: fromBigNs(st.mtimeNs), ctime: fromBigNs(st.ctimeNs), ino: Number(st.ino) };
-}
 
 async function readFails(fh: fsp.FileHandle): Promise<boolean> {
   try {
@@ -166,7 +163,7 @@ export class LocalStore implements Store {
       await out.close();
       await this.setMeta(p, meta);
       const st1 = await fh.stat({ bigint: true });
-      return { sum: hasher.digest(), before: bigState(st0), after: bigState(st1) };
+      return { sum: hasher.digest(), before: sourceState(st0), after: sourceState(st1) };
     } finally {
       await fh.close();
     }

@@ -4,9 +4,10 @@ import fsp from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import type { Client } from 'ssh2';
 import { typeOfMode } from '../../manifest/entry.js';
-import { fromBigNs, splitNs } from '../../manifest/time.js';
+import { splitNs } from '../../manifest/time.js';
 import { createHasher, type HashAlgo } from '../../util/hash.js';
-import { SourceError, type FileMeta, type LocalSource, type PutResult, type SourceState, type Store, type StoreCaps, type StoreStat } from '../store.js';
+import { errnoCode } from '../../errors.js';
+import { SourceError, sourceState, type FileMeta, type LocalSource, type PutResult, type Store, type StoreCaps, type StoreStat } from '../store.js';
 import { FXF_CREAT, FXF_EXCL, FXF_READ, FXF_TRUNC, FXF_WRITE, SftpError, type SftpClient } from './sftp-client.js';
 
 /** Bytes per read or write request (OpenSSH takes up to 255 KiB; 64 KiB keeps many in flight). */
@@ -15,7 +16,6 @@ const CHUNK = 64 * 1024;
 const WRITES_IN_FLIGHT = 16;
 const { O_RDONLY, O_NOFOLLOW } = fs.constants;
 
-const code = (err: unknown) => (err as { code?: string }).code;
 
 /**
  * A store in a folder on an SFTP server (docs/DESIGN.md, "Store interface"). Paths go out as
@@ -52,7 +52,7 @@ export class SftpStore implements Store {
 
   /** OpenSSH's "failure" for `p`: EEXIST when something is there now, ENOSPC when the disk is full. */
   private async classify(err: unknown, p: Buffer, exists: boolean): Promise<unknown> {
-    if (code(err) !== 'EFAILURE') return err;
+    if (errnoCode(err) !== 'EFAILURE') return err;
     if (exists) {
       const there = await this.sftp.lstat(p).then(
         () => true,
@@ -79,7 +79,7 @@ export class SftpStore implements Store {
         nlink: 0,
       };
     } catch (err) {
-      if (code(err) === 'ENOENT') return null;
+      if (errnoCode(err) === 'ENOENT') return null;
       throw err;
     }
   }
@@ -146,27 +146,19 @@ export class SftpStore implements Store {
     return { stream: Readable.from(chunks(), { objectMode: false }), size };
   }
 
-  /** Writes `data` from offset 0 through `h`, WRITES_IN_FLIGHT requests at a time. */
-  private async writeAll(h: Buffer, data: AsyncIterable<Buffer> | Iterable<Buffer>, onChunk?: (b: Buffer) => void): Promise<number> {
-    let off = 0;
+  /** Writes the parts (each at its offset) through `h`, WRITES_IN_FLIGHT requests at a time. */
+  private async writeParts(h: Buffer, parts: AsyncIterable<{ at: number; part: Buffer }>): Promise<void> {
     const inFlight = new Set<Promise<void>>();
     let failed: unknown;
-    for await (const chunk of data) {
-      for (let i = 0; i < chunk.length; i += CHUNK) {
-        const part = chunk.subarray(i, i + CHUNK);
-        onChunk?.(part);
-        const w = this.sftp.write(h, off, part).catch((err) => void (failed ??= err));
-        off += part.length;
-        inFlight.add(w);
-        void w.then(() => inFlight.delete(w));
-        if (inFlight.size >= WRITES_IN_FLIGHT) await Promise.race(inFlight);
-        if (failed) break;
-      }
+    for await (const { at, part } of parts) {
+      const w = this.sftp.write(h, at, part).catch((err) => void (failed ??= err));
+      inFlight.add(w);
+      void w.then(() => inFlight.delete(w));
+      if (inFlight.size >= WRITES_IN_FLIGHT) await Promise.race(inFlight);
       if (failed) break;
     }
     await Promise.all(inFlight);
     if (failed) throw failed;
-    return off;
   }
 
   async writeFile(p: Buffer, data: Buffer | Readable, opts: { exclusive?: boolean; mode?: number } = {}): Promise<void> {
@@ -179,7 +171,7 @@ export class SftpStore implements Store {
       throw await this.classify(err, tmp, true);
     }
     try {
-      await this.writeAll(h, Buffer.isBuffer(data) ? [data] : (data as AsyncIterable<Buffer>));
+      await this.writeParts(h, chunked(Buffer.isBuffer(data) ? [data] : (data as AsyncIterable<Buffer>)));
       await this.sftp.fsync(h);
     } catch (err) {
       const why = await this.classify(err, tmp, false); // before the partial file goes
@@ -198,7 +190,7 @@ export class SftpStore implements Store {
     try {
       fh = await fsp.open(src.path, O_RDONLY | O_NOFOLLOW);
     } catch (err) {
-      throw new SourceError(code(err) ?? 'EIO', (err as Error).message);
+      throw new SourceError(errnoCode(err) ?? 'EIO', (err as Error).message);
     }
     const dest = this.abs(p);
     try {
@@ -235,18 +227,8 @@ export class SftpStore implements Store {
             yield { at, part };
           }
         };
-        const inFlight = new Set<Promise<void>>();
-        let failed: unknown;
-        for await (const { at, part } of chunks()) {
-          const w = this.sftp.write(h, at, part).catch((err) => void (failed ??= err));
-          inFlight.add(w);
-          void w.then(() => inFlight.delete(w));
-          if (inFlight.size >= WRITES_IN_FLIGHT) await Promise.race(inFlight);
-          if (failed) break;
-        }
-        await Promise.all(inFlight);
-        if (readError) throw new SourceError(code(readError) ?? 'EIO', (readError as Error).message);
-        if (failed) throw failed;
+        await this.writeParts(h, chunks());
+        if (readError) throw new SourceError(errnoCode(readError) ?? 'EIO', (readError as Error).message);
         if (src.sparse) await this.sftp.setstat(dest, { size });
       } catch (err) {
         // classified before the partial copy goes (removing it frees the space that ran out)
@@ -258,7 +240,7 @@ export class SftpStore implements Store {
       await this.sftp.close(h);
       await this.setMeta(p, meta);
       const st1 = await fh.stat({ bigint: true });
-      return { ...(hasher ? { sum: hasher.digest() } : {}), before: state(st0), after: state(st1) };
+      return { ...(hasher ? { sum: hasher.digest() } : {}), before: sourceState(st0), after: sourceState(st1) };
     } finally {
       await fh.close();
     }
@@ -274,7 +256,7 @@ export class SftpStore implements Store {
     try {
       fd = fs.openSync(src.path, O_RDONLY | O_NOFOLLOW);
     } catch (err) {
-      throw new SourceError(code(err) ?? 'EIO', (err as Error).message);
+      throw new SourceError(errnoCode(err) ?? 'EIO', (err as Error).message);
     }
     let data: Buffer;
     let st0: fs.BigIntStats;
@@ -288,7 +270,7 @@ export class SftpStore implements Store {
       try {
         n = fs.readSync(fd, buf, 0, buf.length, 0);
       } catch (err) {
-        throw new SourceError(code(err) ?? 'EIO', (err as Error).message);
+        throw new SourceError(errnoCode(err) ?? 'EIO', (err as Error).message);
       }
       if (n > CHUNK) return undefined; // grew meanwhile: stream it
       data = buf.subarray(0, n);
@@ -320,7 +302,7 @@ export class SftpStore implements Store {
       hasher.update(data);
       sum = hasher.digest();
     }
-    return { ...(sum !== undefined ? { sum } : {}), before: state(st0), after: state(st1) };
+    return { ...(sum !== undefined ? { sum } : {}), before: sourceState(st0), after: sourceState(st1) };
   }
 
   /** Sent at once; requests after it on the channel find the folder (OpenSSH answers in order). */
@@ -354,7 +336,7 @@ export class SftpStore implements Store {
       rels.map((r) =>
         this.sftp.hardlink(join(from, r), join(to, r)).then(
           () => null,
-          async (err) => code(await this.classify(err, join(to, r), true)) ?? 'EIO',
+          async (err) => errnoCode(await this.classify(err, join(to, r), true)) ?? 'EIO',
         ),
       ),
     );
@@ -389,19 +371,19 @@ export class SftpStore implements Store {
     try {
       st = await this.sftp.lstat(a);
     } catch (err) {
-      if (code(err) === 'ENOENT') return;
+      if (errnoCode(err) === 'ENOENT') return;
       throw err;
     }
     if (((st.mode ?? 0) & 0o170000) !== 0o040000) {
       await this.sftp.remove(a).catch((err) => {
-        if (code(err) !== 'ENOENT') throw err;
+        if (errnoCode(err) !== 'ENOENT') throw err;
       });
       return;
     }
     const names = await this.sftp.readdir(a);
     await Promise.all(names.map((n) => this.remove(p.length ? Buffer.concat([p, Buffer.from('/'), n.name]) : n.name)));
     await this.sftp.rmdir(a).catch((err) => {
-      if (code(err) !== 'ENOENT') throw err;
+      if (errnoCode(err) !== 'ENOENT') throw err;
     });
   }
 
@@ -425,8 +407,17 @@ export class SftpStore implements Store {
   }
 }
 
-function state(st: fs.BigIntStats): SourceState {
-  return { size: Number(st.size), mtime: fromBigNs(st.mtimeNs), ctime: fromBigNs(st.ctimeNs), ino: Number(st.ino) };
-}
 
 export { SftpError };
+
+/** Data cut into requests of CHUNK bytes, each with its offset. */
+async function* chunked(data: AsyncIterable<Buffer> | Iterable<Buffer>): AsyncGenerator<{ at: number; part: Buffer }> {
+  let at = 0;
+  for await (const chunk of data) {
+    for (let i = 0; i < chunk.length; i += CHUNK) {
+      const part = chunk.subarray(i, i + CHUNK);
+      yield { at, part };
+      at += part.length;
+    }
+  }
+}
