@@ -290,6 +290,16 @@ static void link_batch_complete(napi_env env, napi_status status, void *data) {
   free(b);
 }
 
+/* A typed array argument of `type` with at least `min` elements; throws a TypeError naming `what` otherwise. */
+static bool get_typed(napi_env env, napi_value v, napi_typedarray_type type, size_t min, void **data, const char *what) {
+  napi_typedarray_type tt; size_t len; napi_value ab; size_t off;
+  if (napi_get_typedarray_info(env, v, &tt, &len, data, &ab, &off) != napi_ok || tt != type || len < min) {
+    napi_throw_type_error(env, NULL, what);
+    return false;
+  }
+  return true;
+}
+
 static napi_value link_batch(napi_env env, napi_callback_info info) {
   size_t argc = 4; napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
@@ -298,10 +308,8 @@ static napi_value link_batch(napi_env env, napi_callback_info info) {
   void *pairs; size_t plen;
   if (napi_get_buffer_info(env, argv[1], &pairs, &plen) != napi_ok) { free(b); napi_throw_type_error(env, NULL, "pairs must be a Buffer"); return NULL; }
   uint32_t count; napi_get_value_uint32(env, argv[2], &count);
-  napi_typedarray_type tt; size_t tlen; void *tdata; napi_value ab; size_t off;
-  if (napi_get_typedarray_info(env, argv[3], &tt, &tlen, &tdata, &ab, &off) != napi_ok || tt != napi_int32_array || tlen < count) {
-    free(b); napi_throw_type_error(env, NULL, "results must be an Int32Array of at least count"); return NULL;
-  }
+  void *tdata;
+  if (!get_typed(env, argv[3], napi_int32_array, count, &tdata, "results must be an Int32Array of at least count")) { free(b); return NULL; }
   b->pairs = pairs; b->pairs_len = plen; b->results = tdata; b->count = count;
   napi_create_reference(env, argv[1], 1, &b->pairs_ref);
   napi_create_reference(env, argv[3], 1, &b->results_ref);
@@ -371,13 +379,9 @@ static napi_value meta_batch(napi_env env, napi_callback_info info) {
   void *paths; size_t plen;
   if (napi_get_buffer_info(env, argv[1], &paths, &plen) != napi_ok) { free(b); napi_throw_type_error(env, NULL, "paths must be a Buffer"); return NULL; }
   uint32_t count; napi_get_value_uint32(env, argv[2], &count);
-  napi_typedarray_type tt; size_t tlen; void *mdata, *rdata; napi_value ab; size_t off;
-  if (napi_get_typedarray_info(env, argv[3], &tt, &tlen, &mdata, &ab, &off) != napi_ok || tt != napi_float64_array || tlen < 5 * (size_t)count) {
-    free(b); napi_throw_type_error(env, NULL, "meta must be a Float64Array of 5 per path"); return NULL;
-  }
-  if (napi_get_typedarray_info(env, argv[4], &tt, &tlen, &rdata, &ab, &off) != napi_ok || tt != napi_int32_array || tlen < count) {
-    free(b); napi_throw_type_error(env, NULL, "results must be an Int32Array of at least count"); return NULL;
-  }
+  void *mdata, *rdata;
+  if (!get_typed(env, argv[3], napi_float64_array, 5 * (size_t)count, &mdata, "meta must be a Float64Array of 5 per path") ||
+      !get_typed(env, argv[4], napi_int32_array, count, &rdata, "results must be an Int32Array of at least count")) { free(b); return NULL; }
   b->paths = paths; b->paths_len = plen; b->meta = mdata; b->results = rdata; b->count = count;
   napi_create_reference(env, argv[1], 1, &b->paths_ref);
   napi_create_reference(env, argv[3], 1, &b->meta_ref);
