@@ -23,15 +23,33 @@ function delayProxy(port, rttMs) {
   const half = rttMs / 2;
   const server = net.createServer((client) => {
     const up = net.connect(port, '127.0.0.1');
+    // Nagle's algorithm with delayed ACKs would add up to 40 ms to small exchanges: a real link does not.
+    client.setNoDelay(true);
+    up.setNoDelay(true);
+    // One FIFO per direction drained by one timer: separate timers per chunk can fire out of order
+    // (timer lists are per duration and run on the loop's cached clock), and a reordered byte stream
+    // breaks the SSH MAC, so the server drops the connection.
     const pipe = (from, to) => {
-      let last = 0;
-      from.on('data', (d) => {
-        const at = Math.max(Date.now() + half, last);
-        last = at;
-        setTimeout(() => to.write(d), at - Date.now());
+      const queue = [];
+      let timer = null;
+      let ended = false;
+      const drain = () => {
+        timer = null;
+        const now = Date.now();
+        while (queue.length && queue[0].at <= now) to.write(queue.shift().data);
+        if (queue.length) timer = setTimeout(drain, queue[0].at - now);
+        else if (ended) to.end();
+      };
+      from.on('data', (data) => {
+        queue.push({ at: Date.now() + half, data });
+        if (!timer) timer = setTimeout(drain, half);
       });
-      from.on('end', () => setTimeout(() => to.end(), Math.max(0, last - Date.now()) + 1));
+      from.on('end', () => {
+        ended = true;
+        if (!timer) drain();
+      });
       from.on('error', () => to.destroy());
+      from.on('close', () => { if (!queue.length) to.destroy(); });
     };
     pipe(client, up);
     pipe(up, client);

@@ -28,7 +28,7 @@ export interface TargetConfig {
 
 type Where = (string | number)[];
 
-class Checker {
+export class Checker {
   constructor(
     private readonly file: string,
     private readonly doc: Document,
@@ -93,7 +93,8 @@ function describe(v: unknown): string {
 const TOP = ['job', 'sources', 'exclude', 'exclude_from', 'one_file_system', 'checksum', 'targets'];
 const TARGET = ['store', 'identity', 'known_hosts', 'host_key'];
 
-export function parseConfig(text: string, file: string): Config {
+/** Parses YAML text into its value and a Checker that reports problems with file and line. */
+export function parseYaml(text: string, file: string): { c: Checker; raw: unknown } {
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -101,8 +102,11 @@ export function parseConfig(text: string, file: string): Config {
     const line = e.linePos?.[0]?.line ?? (e.pos ? lines.linePos(e.pos[0]).line : undefined);
     throw configError(`${file}${line ? `:${line}` : ''}: not valid YAML: ${e.message.split('\n')[0]}`, file);
   }
-  const c = new Checker(file, doc, lines);
-  const raw = doc.toJS() as unknown;
+  return { c: new Checker(file, doc, lines), raw: doc.toJS() as unknown };
+}
+
+export function parseConfig(text: string, file: string): Config {
+  const { c, raw } = parseYaml(text, file);
   if (raw === null || raw === undefined) throw configError(`${file}: the file is empty: it needs at least sources and targets`, file);
   const o = c.keys([], raw, TOP);
 

@@ -17,8 +17,8 @@ import { acquireLock, diffPath, implPath, initStore, listStore, mkdirIfMissing, 
 import { nextSnapshotName } from '../naming.js';
 import { faultPoint } from '../fault.js';
 import { cleanupIncomplete } from './cleanup.js';
-import { LazyJob, once, OrderedQueue, type Decide, type Job } from './ordered-queue.js';
-import { StoreWriter } from './store-writer.js';
+import { ABANDONED, LazyJob, once, OrderedQueue, PromiseJob, type Decide, type Job } from './ordered-queue.js';
+import { pipelineFor, StoreWriter } from './store-writer.js';
 import { writeSummary, type SnapshotSummary, type WalkCounts } from '../summary.js';
 
 export interface BackupOptions {
@@ -193,7 +193,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       if (x.block && x.rec !== undefined && x.rec >= 0) setRecord(x.block, x.rec, x.entry, iw.count);
       return iw.write(x.entry);
     };
-    queue = new OrderedQueue<Out>(writeOut, 256);
+    queue = new OrderedQueue<Out>(writeOut, pipelineFor(store).window);
     const counts = newCounts();
     const onRemoved = () => void counts.removed++;
     // Directory metadata is applied at the end (adding entries changes a directory's mtime). Paths
@@ -262,9 +262,12 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
           break;
         case 'file':
           if (item.linkTo) {
-            // Started only when the queue reaches it, after the group's first member is decided.
+            // Starts once the group's first member settled (never forcing that one out early: it
+            // may sit in a link batch still filling up), so members are not linked one round trip
+            // at a time when the queue reaches them.
             const first = groupFirst.get(item.linkTo);
-            const job = new LazyJob(async () => writer.linkToGroup(e, item.linkTo!, first ? await isKept(first) : false, copy));
+            const linkTo = item.linkTo;
+            const job = new PromiseJob(first ? whenSettled(first.job).then(() => isKept(first)).then((kept) => writer.linkToGroup(e, linkTo, kept, copy)) : writer.linkToGroup(e, linkTo, false, copy));
             work = { job, decide: () => job.value === true };
           } else if (reuse) work = writer.reuse(e, reuse, copy);
           else work = StoreWriter.job(copy());
@@ -366,9 +369,17 @@ async function applyDirMeta(store: Store, tree: Buffer, dirs: DirMeta[]): Promis
   }
 }
 
+/** Resolves when a job settled, without starting one that is still idle. */
+function whenSettled(job: Job): Promise<void> {
+  if (job.settled) return Promise.resolve();
+  if (job instanceof LazyJob) return job.whenSettled();
+  return job.wait();
+}
+
 /** Whether the first member of a hard-link group made it into the snapshot (its decision is memoized). */
 async function isKept(work: { job: Job; decide: Decide }): Promise<boolean> {
   await work.job.wait();
+  if (work.job.failure === ABANDONED) throw ABANDONED;
   if (work.job.failure !== undefined) return false;
   return work.decide();
 }

@@ -36,6 +36,8 @@ export class LazyJob<T> implements Job {
   failure?: unknown;
   value?: T;
   private started: Promise<void> | null = null;
+  private onSettled: (() => void) | null = null;
+  private settledPromise: Promise<void> | null = null;
   constructor(private readonly start: () => Promise<T>) {}
   get idle(): boolean {
     return this.started === null;
@@ -44,16 +46,38 @@ export class LazyJob<T> implements Job {
     this.started ??= this.start().then(
       (v) => {
         this.value = v;
-        this.settled = true;
+        this.settle();
       },
       (err) => {
         this.failure = err;
-        this.settled = true;
+        this.settle();
       },
     );
     return this.started;
   }
+
+  /** Resolves once the job has settled, without starting it (whoever waits on it does). */
+  whenSettled(): Promise<void> {
+    if (this.settled) return Promise.resolve();
+    return (this.settledPromise ??= new Promise<void>((resolve) => (this.onSettled = resolve)));
+  }
+
+  /** Settles a job that never started as failed with ABANDONED (the run is being given up). */
+  abandon(): void {
+    if (this.started) return;
+    this.started = Promise.resolve();
+    this.failure = ABANDONED;
+    this.settle();
+  }
+
+  private settle(): void {
+    this.settled = true;
+    this.onSettled?.();
+  }
 }
+
+/** The failure of work that never started because its run was given up. */
+export const ABANDONED = new Error('internal: work abandoned with its run');
 
 /** A Job for a promise already under way; `value` holds its result. */
 export class PromiseJob<T> extends LazyJob<T> {
@@ -141,10 +165,14 @@ export class OrderedQueue<T = Entry> {
 
   /** Waits for in-flight work without writing (used when the run is abandoned). */
   async settle(): Promise<void> {
+    // Never start work while abandoning the run; what waits on work that never started ends too.
     for (let i = this.head; i < this.items.length; i++) {
       const job = this.items[i]?.job;
-      if (!job || job.idle) continue; // never start work while abandoning the run
-      await job.wait().catch(() => undefined);
+      if (job instanceof LazyJob && job.idle) job.abandon();
+    }
+    for (let i = this.head; i < this.items.length; i++) {
+      const job = this.items[i]?.job;
+      if (job && !job.idle) await job.wait().catch(() => undefined);
     }
   }
 }

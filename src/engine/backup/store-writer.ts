@@ -28,6 +28,23 @@ function refresh(e: Entry, abs: Buffer): boolean {
   return true;
 }
 
+/** Files above this size take a big-copy slot (each may hold a window of chunk writes in memory). */
+const BIG_FILE = 64 * 1024;
+
+/**
+ * How much work is in flight at once. A local disk wants few copies and few link batches (more
+ * only queue in the kernel and delay the directory scans the walk waits for). Over a network the
+ * round trip is the cost: many small copies (an open, then write+setstat+close, per file), several
+ * link batches, and a long window of entries the walk may run ahead of the oldest unfinished one,
+ * so a few slow requests never stall it. Measured at 10 ms RTT (20k files, 1% changed, bench/
+ * remote.mjs): an incremental run took 7.1 s with the local settings, 3.7 s with a long window
+ * and these slots (link batches 2, 4 or 8 made no difference), 25 s -> 13 s for a full run.
+ */
+export function pipelineFor(store: Store): { copies: number; bigCopies: number; linkBatches: number; window: number } {
+  if (store.localRoot) return { copies: 4, bigCopies: 4, linkBatches: 2, window: 256 };
+  return { copies: 128, bigCopies: 8, linkBatches: 4, window: 8192 };
+}
+
 /**
  * Puts entries into the snapshot being written: `tree` and `diff` are the run's folders on the
  * store, `prevTree` the previous snapshot's folder. Work runs concurrently; each method resolves
@@ -36,10 +53,9 @@ function refresh(e: Entry, abs: Buffer): boolean {
  */
 export class StoreWriter {
   readonly stats: WriterStats = { copied: 0, linked: 0, bytesCopied: 0, bytesLinked: 0, unreadable: 0, changing: 0 };
-  /** Copies at once: a few for a local disk; many for a remote store, where the round trip is the cost. */
   private readonly copySlots: Semaphore;
-  /** Link batches in flight: few, so directory scans (which the walk waits for) are not queued behind them. */
-  private readonly linkSlots = new Semaphore(2);
+  private readonly bigCopySlots: Semaphore;
+  private readonly linkSlots: Semaphore;
   private readonly diffDirs = new Map<string, Promise<void>>();
 
   constructor(
@@ -52,7 +68,10 @@ export class StoreWriter {
     private readonly emit: Emit,
     private readonly progress: Progress,
   ) {
-    this.copySlots = new Semaphore(store.localRoot ? 4 : 32);
+    const p = pipelineFor(store);
+    this.copySlots = new Semaphore(p.copies);
+    this.bigCopySlots = new Semaphore(p.bigCopies);
+    this.linkSlots = new Semaphore(p.linkBatches);
   }
 
   /**
@@ -160,11 +179,12 @@ export class StoreWriter {
 
   /** Copies a new or changed file, re-reading it when it changes under us (up to 3 tries). */
   async copy(e: Entry, abs: Buffer): Promise<boolean> {
-    await this.copySlots.acquire();
+    const slots = e.size > BIG_FILE ? this.bigCopySlots : this.copySlots;
+    await slots.acquire();
     try {
       return await this.copyLocked(e, abs);
     } finally {
-      this.copySlots.release();
+      slots.release();
     }
   }
 
