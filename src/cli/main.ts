@@ -14,6 +14,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   diff: () => import('./diff.js'),
   restore: () => import('./restore.js'),
   verify: () => import('./verify.js'),
+  storage: () => import('./storage.js'),
 };
 
 const USAGE = `Usage: bakker COMMAND [options]
@@ -26,6 +27,7 @@ Commands:
   diff      show what changed between two snapshots
   restore   restore a snapshot, or part of it, into a folder
   verify    check snapshots against their impls
+  storage   manage client accounts on the storage server (as root there)
   help      show help for a command
 
 Run 'bakker COMMAND --help' for a command's options and examples.`;

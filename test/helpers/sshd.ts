@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { BIN } from './cli.js';
 import { requireTool, sh } from './tree.js';
 
 /**
@@ -27,6 +28,10 @@ export interface Sshd {
   knownHosts: string;
   /** The host key as an OpenSSH public key line ("ssh-ed25519 AAAA..."). */
   hostKey: string;
+  /** The `bakker storage` config (storage.yaml) that manages this server's accounts. */
+  storageConfig: string;
+  /** The base of the client chroots. */
+  chrootBase: string;
   /** A new account; with sizeMB its backups folder is its own loop-mounted ext4 of that size. */
   addAccount(opts?: { sizeMB?: number }): SftpAccount;
   /** A normal shell account (not chrooted; for rsync over ssh in the benchmark): user, key, home. */
@@ -85,6 +90,7 @@ export async function startSshd(): Promise<Sshd> {
   fs.writeFileSync(
     cfg,
     [
+      `Include ${base}/sshd_config.d/*.conf`,
       `Port ${port}`,
       'ListenAddress 127.0.0.1',
       `HostKey ${hostKeyFile}`,
@@ -98,18 +104,31 @@ export async function startSshd(): Promise<Sshd> {
       'LogLevel VERBOSE',
       'MaxStartups 100',
       'Subsystem sftp internal-sftp',
-      `Match User ${prefix}*`,
-      `  ChrootDirectory ${base}/chroot/%u`,
-      '  ForceCommand internal-sftp',
-      '  AllowTcpForwarding no',
-      '  X11Forwarding no',
+      '',
+    ].join('\n'),
+  );
+  // Where `bakker storage` keeps its files for this server (docs/STORAGE.md).
+  const storageConfig = path.join(base, 'storage.yaml');
+  fs.writeFileSync(
+    storageConfig,
+    [
+      `base: ${base}/chroot`,
+      `sshd_config: ${cfg}`,
+      `sshd_config_dir: ${base}/sshd_config.d`,
+      `keys_dir: ${base}/keys`,
+      `state_dir: ${base}/clients`,
+      `images_dir: ${base}/images`,
+      `fstab: ${base}/fstab`,
+      `sshd_pid_file: ${base}/sshd.pid`,
+      'reload: signal',
+      'host: 127.0.0.1',
       '',
     ].join('\n'),
   );
   const knownHosts = path.join(base, 'known_hosts');
   fs.writeFileSync(knownHosts, `[127.0.0.1]:${port} ${hostKey}\n`);
   const users: string[] = [];
-  const mounts: { dir: string; loop: string }[] = [];
+  const sized: string[] = [];
   let proc: ChildProcess | null = null;
 
   const launch = async () => {
@@ -131,29 +150,20 @@ export async function startSshd(): Promise<Sshd> {
     port,
     knownHosts,
     hostKey,
+    storageConfig,
+    chrootBase: path.join(base, 'chroot'),
     addAccount(opts: { sizeMB?: number } = {}): SftpAccount {
+      // Made the way an admin would: `bakker storage add-client`.
       const user = `${prefix}${users.length}`;
-      sh('useradd', ['-M', '-d', '/', '-s', '/usr/sbin/nologin', user]);
-      users.push(user);
-      sh('usermod', ['-p', '*', user]); // unlocked for key-only login (sshd refuses "!" without PAM)
-      const root = path.join(base, 'chroot', user);
-      fs.mkdirSync(root, { mode: 0o755 });
-      const backups = path.join(root, 'backups');
-      fs.mkdirSync(backups, { mode: 0o700 });
-      if (opts.sizeMB) {
-        const img = path.join(base, `${user}.img`);
-        sh('truncate', ['-s', `${opts.sizeMB}M`, img]);
-        sh('mkfs.ext4', ['-q', '-F', '-m', '0', img]);
-        const loop = sh('losetup', ['-f', '--show', img]).trim();
-        sh('mount', ['-o', 'nosuid,nodev', loop, backups]);
-        mounts.push({ dir: backups, loop });
-        fs.chmodSync(backups, 0o700);
-      }
-      sh('chown', [`${user}:`, backups]);
       const key = path.join(base, 'client', user);
       sh('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
-      fs.copyFileSync(`${key}.pub`, path.join(base, 'keys', user));
-      fs.chmodSync(path.join(base, 'keys', user), 0o644);
+      const args = [BIN, 'storage', 'add-client', user, '--pubkey', `${key}.pub`, '--storage-config', storageConfig];
+      if (opts.sizeMB) args.push('--size', `${opts.sizeMB}M`);
+      const r = spawnSync(process.execPath, args, { encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`bakker storage add-client ${user} failed (${r.status}): ${r.stderr}`);
+      users.push(user);
+      if (opts.sizeMB) sized.push(user);
+      const root = path.join(base, 'chroot', user);
       return { user, key, root, url: `sftp://${user}@127.0.0.1:${port}/backups` };
     },
     addShellAccount() {
@@ -175,17 +185,11 @@ export async function startSshd(): Promise<Sshd> {
     },
     async stop() {
       await kill();
-      for (const m of mounts) {
-        try {
-          sh('umount', [m.dir]);
-        } finally {
-          sh('losetup', ['-d', m.loop]);
-        }
-      }
+      for (const u of sized) spawnSync('umount', [path.join(base, 'chroot', u, 'backups')]); // loop devices go with the mount
       for (const u of users) {
         spawnSync('pkill', ['-KILL', '-u', u]); // sessions still open (an rsync over ssh, say)
         await new Promise((r) => setTimeout(r, 50));
-        sh('userdel', [u]);
+        if (spawnSync('id', ['-u', u]).status === 0) sh('userdel', [u]); // remove-client may have taken it
       }
       fs.rmSync(base, { recursive: true, force: true });
     },
