@@ -10,11 +10,17 @@ export const COMMON = {
   identity: { type: 'string', short: 'i' },
   'known-hosts': { type: 'string' },
   'host-key': { type: 'string' },
+  'reconnect-for': { type: 'string' },
 } as const;
 
 /** The SSH settings given on the command line (used only by sftp:// stores). */
-export function sshOptions(v: { identity?: string; 'known-hosts'?: string; 'host-key'?: string }): SshOptions {
-  return { identity: v.identity, knownHosts: v['known-hosts'], fingerprint: v['host-key'] };
+export function sshOptions(v: { identity?: string; 'known-hosts'?: string; 'host-key'?: string; 'reconnect-for'?: string }): SshOptions {
+  const o: SshOptions = { identity: v.identity, knownHosts: v['known-hosts'], fingerprint: v['host-key'] };
+  if (v['reconnect-for'] !== undefined) {
+    if (!/^\d+$/.test(v['reconnect-for'])) throw usageError(`--reconnect-for ${v['reconnect-for']}: expected whole seconds (0: fail at once when the connection drops)`);
+    o.reconnectFor = Number(v['reconnect-for']);
+  }
+  return o;
 }
 
 /** parseArgs with usage errors that name the command and the way out. */

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Config } from '../config/config.js';
+import type { Config, TargetConfig } from '../config/config.js';
 import { newProgress } from '../engine/events.js';
 import { runBackup } from '../engine/backup/backup.js';
 import { usageError } from '../errors.js';
@@ -26,6 +26,8 @@ Options:
       --known-hosts FILE   sftp://: where the server's host key is (default
                            ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)
       --host-key SHA256:.. sftp://: accept this pinned host key fingerprint
+      --reconnect-for SECS sftp://: retry a dropped connection this long, then
+                           resume where the run was (default 300; 0: fail at once)
   -c, --config FILE        read sources, excludes and targets from a YAML config
   -t, --target NAME        with -c: back up to this target only (default: all)
   -e, --exclude PATTERN    leave out matching paths (repeatable; see docs/EXCLUDES.md)
@@ -58,7 +60,7 @@ const OPTIONS = {
 
 interface Plan {
   sources: string[];
-  stores: { name: string; store: string; identity?: string; knownHosts?: string; hostKey?: string }[];
+  stores: Pick<TargetConfig, "name" | "store" | "identity" | "knownHosts" | "hostKey" | "reconnectFor">[];
   exclude: string[];
   oneFileSystem: boolean;
   checksum: HashAlgo | undefined;
@@ -119,7 +121,7 @@ export async function run(argv: string[], out: Output, signal: AbortSignal): Pro
   }
   let code: number = EXIT.OK;
   for (const target of plan.stores) {
-    const ssh = { identity: plan.ssh.identity ?? target.identity, knownHosts: plan.ssh.knownHosts ?? target.knownHosts, fingerprint: plan.ssh.fingerprint ?? target.hostKey };
+    const ssh = { ...plan.ssh, identity: plan.ssh.identity ?? target.identity, knownHosts: plan.ssh.knownHosts ?? target.knownHosts, fingerprint: plan.ssh.fingerprint ?? target.hostKey, reconnectFor: plan.ssh.reconnectFor ?? target.reconnectFor, log: (message: string) => out.emit({ event: 'info', message }) };
     const store = await openStore(target.store, { ...(plan.dryRun ? { mayBeMissing: true } : { create: true }), ssh });
     const progress = newProgress();
     out.startProgress(progress, 'backup');

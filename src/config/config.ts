@@ -24,6 +24,8 @@ export interface TargetConfig {
   identity?: string;
   knownHosts?: string;
   hostKey?: string;
+  /** Seconds a dropped connection is retried (default 300). */
+  reconnectFor?: number;
 }
 
 type Where = (string | number)[];
@@ -91,7 +93,7 @@ function describe(v: unknown): string {
 }
 
 const TOP = ['job', 'sources', 'exclude', 'exclude_from', 'one_file_system', 'checksum', 'targets'];
-const TARGET = ['store', 'identity', 'known_hosts', 'host_key'];
+const TARGET = ['store', 'identity', 'known_hosts', 'host_key', 'reconnect_for'];
 
 /** Parses YAML text into its value and a Checker that reports problems with file and line. */
 export function parseYaml(text: string, file: string): { c: Checker; raw: unknown } {
@@ -149,8 +151,12 @@ export function parseConfig(text: string, file: string): Config {
       target.hostKey = c.str(['targets', name, 'host_key'], t.host_key, 'a host key fingerprint');
       if (!/^SHA256:[A-Za-z0-9+/]{43}$/.test(target.hostKey)) c.fail(['targets', name, 'host_key'], `expected a fingerprint as ssh-keygen -lf prints it (SHA256: and 43 characters), got "${target.hostKey}"`);
     }
-    if (!target.store.startsWith('sftp://') && (target.identity ?? target.knownHosts ?? target.hostKey) !== undefined) {
-      c.fail(['targets', name], 'identity, known_hosts and host_key are for sftp:// stores only');
+    if (t.reconnect_for !== undefined) {
+      if (typeof t.reconnect_for !== 'number' || !Number.isInteger(t.reconnect_for) || t.reconnect_for < 0) c.fail(['targets', name, 'reconnect_for'], `expected whole seconds (0: fail at once), got ${JSON.stringify(t.reconnect_for)}`);
+      target.reconnectFor = t.reconnect_for as number;
+    }
+    if (!target.store.startsWith('sftp://') && (target.identity ?? target.knownHosts ?? target.hostKey ?? target.reconnectFor) !== undefined) {
+      c.fail(['targets', name], 'identity, known_hosts, host_key and reconnect_for are for sftp:// stores only');
     }
     targets.push(target);
   }

@@ -11,6 +11,10 @@ export interface SshOptions {
   knownHosts?: string;
   /** A pinned host key fingerprint ("SHA256:..."), accepted besides known_hosts. */
   fingerprint?: string;
+  /** How long a dropped connection is retried before the run fails (seconds; default 300, 0: never). */
+  reconnectFor?: number;
+  /** Where reconnect notices go (default: stderr). */
+  log?: (message: string) => void;
 }
 
 /** Opens sftp://user@host[:port]/path: connects (key auth, host key checked) and checks the folder. */
@@ -29,15 +33,19 @@ async function openSftp(address: string, opts: { create?: boolean; mayBeMissing?
   const home = os.homedir();
   const { connectSftp } = await import('./sftp/connect.js');
   const { SftpStore } = await import('./sftp/sftp-store.js');
-  const { ssh, sftp } = await connectSftp({
-    host: url.hostname.replace(/^\[|\]$/g, ''),
-    port: url.port ? Number(url.port) : 22,
-    user,
-    identity: opts.ssh?.identity ?? path.join(home, '.ssh', 'id_ed25519'),
-    knownHosts: opts.ssh?.knownHosts ? [opts.ssh.knownHosts] : [path.join(home, '.ssh', 'known_hosts'), '/etc/ssh/ssh_known_hosts'],
-    ...(opts.ssh?.fingerprint ? { fingerprint: opts.ssh.fingerprint } : {}),
-  });
-  const store = new SftpStore(sftp, ssh, root, address);
+  const { ResilientSftp } = await import('./sftp/resilient.js');
+  const connect = () =>
+    connectSftp({
+      host: url.hostname.replace(/^\[|\]$/g, ''),
+      port: url.port ? Number(url.port) : 22,
+      user,
+      identity: opts.ssh?.identity ?? path.join(home, '.ssh', 'id_ed25519'),
+      knownHosts: opts.ssh?.knownHosts ? [opts.ssh.knownHosts] : [path.join(home, '.ssh', 'known_hosts'), '/etc/ssh/ssh_known_hosts'],
+      ...(opts.ssh?.fingerprint ? { fingerprint: opts.ssh.fingerprint } : {}),
+    });
+  const log = opts.ssh?.log ?? ((m: string) => void process.stderr.write(`bakker: ${m}\n`));
+  const sftp = new ResilientSftp(await connect(), connect, (opts.ssh?.reconnectFor ?? 300) * 1000, log);
+  const store = new SftpStore(sftp, root, address);
   const st = await sftp.lstat(Buffer.from(root)).catch(() => null);
   if (!st) {
     if (opts.mayBeMissing) return store;

@@ -2,13 +2,13 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import type { Client } from 'ssh2';
 import { typeOfMode } from '../../manifest/entry.js';
 import { splitNs } from '../../manifest/time.js';
 import { createHasher, type HashAlgo } from '../../util/hash.js';
 import { errnoCode } from '../../errors.js';
 import { SourceError, sourceState, type FileMeta, type LocalSource, type PutResult, type Store, type StoreCaps, type StoreStat } from '../store.js';
-import { FXF_CREAT, FXF_EXCL, FXF_READ, FXF_TRUNC, FXF_WRITE, SftpError, type SftpClient } from './sftp-client.js';
+import { FXF_CREAT, FXF_EXCL, FXF_READ, FXF_TRUNC, FXF_WRITE, SftpError } from './sftp-client.js';
+import type { Sftp } from './resilient.js';
 
 /** Bytes per read or write request (OpenSSH takes up to 255 KiB; 64 KiB keeps many in flight). */
 const CHUNK = 64 * 1024;
@@ -29,8 +29,7 @@ export class SftpStore implements Store {
   private readonly root: Buffer;
 
   constructor(
-    private readonly sftp: SftpClient,
-    private readonly ssh: Client | null,
+    private readonly sftp: Sftp,
     root: string,
     readonly url: string,
   ) {
@@ -403,7 +402,6 @@ export class SftpStore implements Store {
 
   async close(): Promise<void> {
     this.sftp.end();
-    this.ssh?.end();
   }
 }
 
