@@ -6,6 +6,7 @@ import { runBackup } from '../engine/backup/backup.js';
 import { usageError } from '../errors.js';
 import { createMatcher, parseExcludeFile, PatternError } from '../scan/exclude.js';
 import { openStore, type SshOptions } from '../store/open.js';
+import type { Store } from '../store/store.js';
 import { HASH_ALGOS, type HashAlgo } from '../util/hash.js';
 import { bytes, count, duration } from '../ui/format.js';
 import type { Output } from '../ui/output.js';
@@ -110,22 +111,62 @@ export async function planBackup(argv: string[]): Promise<Plan> {
   return { sources, stores, exclude, oneFileSystem: v['one-file-system'] ?? config?.oneFileSystem ?? false, checksum, job: v.job ?? config?.job, dryRun: v['dry-run'] === true, ssh: sshOptions(v) };
 }
 
-export async function run(argv: string[], out: Output, signal: AbortSignal): Promise<number> {
-  const plan = await planBackup(argv);
-  let matcher;
+function matcherOf(exclude: string[]) {
   try {
-    matcher = plan.exclude.length ? createMatcher(plan.exclude) : undefined;
+    return exclude.length ? createMatcher(exclude) : undefined;
   } catch (err) {
     if (err instanceof PatternError) throw usageError(`bakker backup: ${err.message}`);
     throw err;
   }
+}
+
+/**
+ * The store's own config (.bakker/config.yaml), when it has one, replaces what to back up for
+ * that target; the yaml parser is loaded only then.
+ */
+async function withStoreConfig(store: Store, plan: Plan, out: Output): Promise<{ plan: Plan; storeConfig: string; note?: string }> {
+  let present = true;
+  try {
+    present = (await store.stat(Buffer.from('.bakker/config.yaml'))) !== null;
+  } catch {
+    // unreadable: the loader says why and falls back
+  }
+  if (!present) return { plan, storeConfig: 'none' };
+  const { loadStoreConfig } = await import('../config/store-config.js');
+  const sc = await loadStoreConfig(store);
+  if (sc.state === 'none') return { plan, storeConfig: 'none' };
+  if (sc.state === 'ignored') {
+    out.emit({ event: 'warning', message: `config on the store not used: ${sc.why}` });
+    return { plan, storeConfig: 'ignored', note: sc.why };
+  }
+  if (sc.state === 'cached') out.emit({ event: 'warning', message: `config on the store not usable: ${sc.why}` });
+  const c = sc.config;
+  const next: Plan = {
+    ...plan,
+    sources: c.sources ?? plan.sources,
+    exclude: c.exclude ?? plan.exclude,
+    oneFileSystem: c.oneFileSystem ?? plan.oneFileSystem,
+    checksum: c.checksum === undefined ? plan.checksum : (c.checksum ?? undefined),
+  };
+  out.emit({ event: 'info', message: `using the ${sc.state === 'cached' ? 'cached copy of the ' : ''}config on the store: sources ${next.sources.join(' ')}${next.exclude.length ? `, ${next.exclude.length} exclude pattern(s)` : ''}` });
+  return { plan: next, storeConfig: sc.state, ...(sc.state === 'cached' ? { note: sc.why } : {}) };
+}
+
+export async function run(argv: string[], out: Output, signal: AbortSignal): Promise<number> {
+  const plan0 = await planBackup(argv);
+  matcherOf(plan0.exclude); // bad patterns are a usage error before any connection
   let code: number = EXIT.OK;
-  for (const target of plan.stores) {
-    const ssh = { ...plan.ssh, identity: plan.ssh.identity ?? target.identity, knownHosts: plan.ssh.knownHosts ?? target.knownHosts, fingerprint: plan.ssh.fingerprint ?? target.hostKey, reconnectFor: plan.ssh.reconnectFor ?? target.reconnectFor, log: (message: string) => out.emit({ event: 'info', message }) };
-    const store = await openStore(target.store, { ...(plan.dryRun ? { mayBeMissing: true } : { create: true }), ssh });
+  for (const target of plan0.stores) {
+    const ssh = { ...plan0.ssh, identity: plan0.ssh.identity ?? target.identity, knownHosts: plan0.ssh.knownHosts ?? target.knownHosts, fingerprint: plan0.ssh.fingerprint ?? target.hostKey, reconnectFor: plan0.ssh.reconnectFor ?? target.reconnectFor, log: (message: string) => out.emit({ event: 'info', message }) };
+    const store = await openStore(target.store, { ...(plan0.dryRun ? { mayBeMissing: true } : { create: true }), ssh });
     const progress = newProgress();
-    out.startProgress(progress, 'backup');
     try {
+      const { plan, storeConfig, note } = await withStoreConfig(store, plan0, out);
+      const matcher = matcherOf(plan.exclude);
+      for (const s of plan.sources) {
+        if (!fs.existsSync(s)) throw usageError(`bakker backup: source ${s} (from the config on the store) does not exist here: fix .bakker/config.yaml on ${store.url}`);
+      }
+      out.startProgress(progress, 'backup');
       const r = await runBackup({
         store,
         sources: plan.sources.map((p) => ({ path: p })),
@@ -140,7 +181,7 @@ export async function run(argv: string[], out: Output, signal: AbortSignal): Pro
       });
       out.stopProgress();
       const s = r.summary;
-      out.summary({ command: 'backup', target: target.name, store: store.url, dryRun: r.dryRun, ...s });
+      out.summary({ command: 'backup', target: target.name, store: store.url, dryRun: r.dryRun, storeConfig, ...(note ? { storeConfigNote: note } : {}), ...s });
       if (r.dryRun) {
         out.line(`dry run: snapshot ${s.snapshot} would copy ${count(s.added + s.changed)} files (${bytes(s.bytesCopied)}), link ${count(s.unchanged)}; ${count(s.removed)} entries gone since ${s.previous ?? 'nothing'}`);
       } else {

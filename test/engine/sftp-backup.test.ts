@@ -185,3 +185,46 @@ test('sshd killed and restarted mid-run: the run reconnects, goes on where it wa
   const r = sh('rsync', ['-rcn', '--delete', '--itemize-changes', `${many}/`, `${path.join(storeDir, String(sum.snapshot), many)}/`]);
   assert.equal(r, '', 'the snapshot holds exactly the source');
 });
+
+test('config on the store is applied; an invalid one falls back to the cached last good copy', () => {
+  const url = `${acc.url}/server5`;
+  const storeDir = path.join(acc.root, 'backups/server5');
+  const tree = path.join(work, 'cfgsrc');
+  build(tree, [
+    { file: 'keep/a.txt', content: 'a' },
+    { file: 'keep/x.tmp', content: 'tmp' },
+    { file: 'other/b.txt', content: 'b' },
+  ]);
+  const env = { BAKKER_STATE_DIR: path.join(work, 'state') };
+  const run = () => {
+    const r = bakker(['backup', tree, '--store', url, '--json', ...ssh()], { env });
+    assert.equal(r.code, 0, r.stderr);
+    const events = jsonLines(r.stdout);
+    const sum = events.find((e) => e.event === 'summary')!;
+    const snap = path.join(storeDir, String(sum.snapshot), tree);
+    const has = (f: string) => fs.existsSync(path.join(snap, f));
+    return { sum, events, has };
+  };
+  const plain = run();
+  assert.equal(plain.sum.storeConfig, 'none');
+  assert.ok(plain.has('other/b.txt'));
+  // Written by the storage side (root-owned: the client can read it, not change it).
+  const cfg = path.join(storeDir, '.bakker/config.yaml');
+  fs.writeFileSync(cfg, `sources: [${tree}/keep]\nexclude: ['*.tmp']\n`);
+  const applied = run();
+  assert.equal(applied.sum.storeConfig, 'applied');
+  assert.ok(applied.has('keep/a.txt'));
+  assert.equal(applied.has('keep/x.tmp'), false, 'the store\'s exclude applies');
+  assert.equal(applied.has('other/b.txt'), false, 'the store\'s sources apply');
+  fs.writeFileSync(cfg, `sorces: [/]\n`);
+  const cached = run();
+  assert.equal(cached.sum.storeConfig, 'cached');
+  assert.match(String(cached.sum.storeConfigNote), /"sorces" is not a known setting.*last good copy is used/);
+  assert.ok(cached.events.some((e) => e.event === 'warning' && /config on the store not usable/.test(String(e.message))));
+  assert.ok(cached.has('keep/a.txt'));
+  assert.equal(cached.has('other/b.txt'), false, 'the cached copy still applies');
+  fs.rmSync(cfg);
+  const gone = run();
+  assert.equal(gone.sum.storeConfig, 'none');
+  assert.ok(gone.has('other/b.txt'), 'no config on the store: the local settings again');
+});
