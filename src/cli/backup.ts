@@ -36,6 +36,8 @@ Options:
   -x, --one-file-system    do not descend into other filesystems
       --checksum ALGO      record md5, sha256 or blake3 of each new file (off by default)
   -n, --dry-run            show what would be copied; write nothing
+      --no-space-check     start even when the store lacks room for the snapshot's
+                           folders and impl (by default such a run is refused at once)
       --json               JSON lines: events, then a summary object
       --debug              show stack traces on errors
 
@@ -56,6 +58,7 @@ const OPTIONS = {
   'one-file-system': { type: 'boolean', short: 'x' },
   checksum: { type: 'string' },
   'dry-run': { type: 'boolean', short: 'n' },
+  'no-space-check': { type: 'boolean' },
   job: { type: 'string' },
 } as const;
 
@@ -67,6 +70,7 @@ interface Plan {
   checksum: HashAlgo | undefined;
   job: string | undefined;
   dryRun: boolean;
+  noSpaceCheck: boolean;
   ssh: SshOptions;
 }
 
@@ -108,7 +112,7 @@ export async function planBackup(argv: string[]): Promise<Plan> {
       throw usageError(`bakker backup: source ${s} cannot be read (${(err as NodeJS.ErrnoException).code}): check the path`);
     }
   }
-  return { sources, stores, exclude, oneFileSystem: v['one-file-system'] ?? config?.oneFileSystem ?? false, checksum, job: v.job ?? config?.job, dryRun: v['dry-run'] === true, ssh: sshOptions(v) };
+  return { sources, stores, exclude, oneFileSystem: v['one-file-system'] ?? config?.oneFileSystem ?? false, checksum, job: v.job ?? config?.job, dryRun: v['dry-run'] === true, noSpaceCheck: v['no-space-check'] === true, ssh: sshOptions(v) };
 }
 
 function matcherOf(exclude: string[]) {
@@ -174,6 +178,7 @@ export async function run(argv: string[], out: Output, signal: AbortSignal): Pro
         oneFileSystem: plan.oneFileSystem,
         checksum: plan.checksum,
         dryRun: plan.dryRun,
+        noSpaceCheck: plan.noSpaceCheck,
         job: plan.job,
         emit: out.emit,
         progress,

@@ -23,9 +23,11 @@ export interface Progress {
   linked: number;
   copied: number;
   bytesCopied: number;
+  /** Bytes of the files sent to be copied so far (done or not). */
+  bytesToCopy: number;
   current: Buffer | null;
 }
 
 export function newProgress(): Progress {
-  return { phase: 'starting', entries: 0, linked: 0, copied: 0, bytesCopied: 0, current: null };
+  return { phase: 'starting', entries: 0, linked: 0, copied: 0, bytesCopied: 0, bytesToCopy: 0, current: null };
 }

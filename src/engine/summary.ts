@@ -46,6 +46,15 @@ export async function writeSummary(store: Store, s: SnapshotSummary): Promise<vo
 }
 
 /** The cached summary, or one rebuilt from the impl's header and trailer (and cached again). */
+/** The summary file alone (null when missing or unreadable): cheap, for estimates. */
+export async function readSummaryFile(store: Store, name: string): Promise<SnapshotSummary | null> {
+  try {
+    return JSON.parse((await store.readFile(summaryPath(name))).toString('utf8')) as SnapshotSummary;
+  } catch {
+    return null;
+  }
+}
+
 export async function readSummary(store: Store, name: string): Promise<SnapshotSummary> {
   try {
     return JSON.parse((await store.readFile(summaryPath(name))).toString('utf8')) as SnapshotSummary;

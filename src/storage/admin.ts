@@ -388,49 +388,71 @@ export interface SpaceRequest {
   message: string;
 }
 
-/** Requests for more space that clients left in their store's .bakker/requests/ (at most 4 KiB each). */
+/** The client's stores: its backups folder, and folders one level down that hold a store. */
+function storeDirs(rec: ClientRecord): string[] {
+  const backups = path.join(rec.chroot, 'backups');
+  const out = [backups];
+  try {
+    for (const d of fs.readdirSync(backups, { withFileTypes: true })) {
+      if (d.isDirectory() && !d.name.startsWith('.') && fs.existsSync(path.join(backups, d.name, '.bakker'))) out.push(path.join(backups, d.name));
+    }
+  } catch {
+    // not there (or not mounted): no stores
+  }
+  return out;
+}
+
+/**
+ * Requests for more space that clients left in their stores' .bakker/requests/ (at most 4 KiB
+ * each; nothing the client planted is followed: no symlinks, no special files).
+ */
 export function listRequests(cfg: StorageConfig, name: string): SpaceRequest[] {
   const rec = readClient(cfg, name);
-  const dir = path.join(rec.chroot, 'backups', '.bakker', 'requests');
-  let files: string[];
-  try {
-    if (!fs.lstatSync(dir).isDirectory()) return [];
-    files = fs.readdirSync(dir).filter((f) => f.endsWith('.json')).sort();
-  } catch {
-    return [];
-  }
   const out: SpaceRequest[] = [];
-  for (const f of files) {
-    let fd: number;
+  for (const storeDir of storeDirs(rec)) {
+    const dir = path.join(storeDir, '.bakker', 'requests');
+    let files: string[];
     try {
-      fd = fs.openSync(path.join(dir, f), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+      if (!fs.lstatSync(path.join(storeDir, '.bakker')).isDirectory() || !fs.lstatSync(dir).isDirectory()) continue;
+      files = fs.readdirSync(dir).filter((f) => f.endsWith('.json')).sort();
     } catch {
-      continue; // a symlink or something else the client planted: not read
+      continue;
     }
-    try {
-      const st = fs.fstatSync(fd);
-      if (!st.isFile() || st.size > 4096) continue;
-      const buf = Buffer.alloc(4096);
-      const n = fs.readSync(fd, buf, 0, 4096, 0);
-      let v: Record<string, unknown> = {};
-      try {
-        v = JSON.parse(buf.subarray(0, n).toString('utf8')) as Record<string, unknown>;
-      } catch {
-        // shown as unreadable
-      }
-      const clean = (s: unknown) => (typeof s === 'string' ? s.replace(/[^\x20-\x7e]/g, '?').slice(0, 200) : '');
-      out.push({
-        client: name,
-        file: f,
-        at: typeof v.at === 'string' ? clean(v.at) : null,
-        wantBytes: typeof v.wantBytes === 'number' && Number.isFinite(v.wantBytes) ? v.wantBytes : null,
-        message: clean(v.message) || '(unreadable request)',
-      });
-    } finally {
-      fs.closeSync(fd);
+    for (const f of files) {
+      const r = readRequest(path.join(dir, f));
+      if (r) out.push({ client: name, file: path.join(dir, f), ...r });
     }
   }
   return out;
+}
+
+function readRequest(file: string): Omit<SpaceRequest, 'client' | 'file'> | null {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  } catch {
+    return null; // a symlink or something else the client planted: not read
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile() || st.size > 4096) return null;
+    const buf = Buffer.alloc(4096);
+    const n = fs.readSync(fd, buf, 0, 4096, 0);
+    let v: Record<string, unknown> = {};
+    try {
+      v = JSON.parse(buf.subarray(0, n).toString('utf8')) as Record<string, unknown>;
+    } catch {
+      // shown as unreadable
+    }
+    const clean = (s: unknown) => (typeof s === 'string' ? s.replace(/[^\x20-\x7e]/g, '?').slice(0, 200) : '');
+    return {
+      at: typeof v.at === 'string' ? clean(v.at) : null,
+      wantBytes: typeof v.wantBytes === 'number' && Number.isFinite(v.wantBytes) ? v.wantBytes : null,
+      message: clean(v.message) || '(unreadable request)',
+    };
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /** Grows a client's own filesystem to `sizeBytes` (online) and clears its space requests. */
@@ -463,8 +485,7 @@ export function growClient(cfg: StorageConfig, name: string, sizeBytes: number, 
   }
   rec.sizeBytes = sizeBytes;
   writeClient(cfg, rec);
-  const dir = path.join(backups, '.bakker', 'requests');
-  for (const r of listRequests(cfg, name)) fs.rmSync(path.join(dir, r.file), { force: true });
+  for (const r of listRequests(cfg, name)) fs.rmSync(r.file, { force: true });
   log(`${name} now has ${sizeBytes} bytes`);
   return rec;
 }

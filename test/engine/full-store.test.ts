@@ -45,7 +45,7 @@ test('a store that runs out of space fails cleanly and keeps earlier snapshots',
   fs.writeFileSync(path.join(src, 'big.bin'), Buffer.alloc(24 << 20, 3));
   const r = bakker(['backup', src, '--store', store]);
   assert.equal(r.code, 1, r.stderr);
-  assert.match(r.stderr, /^bakker: store .* is full \((ENOSPC|EDQUOT)\): free space there or prune old snapshots; no snapshot was published and earlier ones are intact$/m);
+  assert.match(r.stderr, /^bakker: store .* is full \((ENOSPC|EDQUOT)\): it filled while copying [\d.]+ \w+ of new data, [\d.]+ \w+ free: free space there, prune old snapshots, or ask for more \(a request was left in \.bakker\/requests\/\); no snapshot was published and earlier ones are intact$/m);
   assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
   assert.equal(fs.readlinkSync(path.join(store, 'latest')), first);
   assert.deepEqual(fs.readdirSync(path.join(store, '.bakker/run')), []);

@@ -105,8 +105,16 @@ test('an sftp:// store that fills up fails cleanly and keeps earlier snapshots',
   fs.writeFileSync(path.join(s2, 'big.bin'), Buffer.alloc(80 << 20, 3));
   const r = bakker(['backup', s2, '--store', url, ...args]);
   assert.equal(r.code, 1, r.stderr);
-  assert.match(r.stderr, /^bakker: store sftp:\/\/.* is full \(ENOSPC\): free space there or prune old snapshots; no snapshot was published and earlier ones are intact$/m);
+  assert.match(r.stderr, /^bakker: store sftp:\/\/.* is full \(ENOSPC\): it filled while copying [\d.]+ \w+ of new data, [\d.]+ \w+ free: free space there, prune old snapshots, or ask for more \(a request was left in \.bakker\/requests\/\); no snapshot was published and earlier ones are intact$/m);
   assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  // The request for more space is there for the storage side (bakker storage requests).
+  const reqs = fs.readdirSync(path.join(storeDir, '.bakker/requests'));
+  assert.equal(reqs.length, 1);
+  const req = JSON.parse(fs.readFileSync(path.join(storeDir, '.bakker/requests', reqs[0]!), 'utf8')) as { wantBytes: number; message: string };
+  assert.ok(req.wantBytes >= 80 << 20, `wants at least what the run had to copy: ${req.wantBytes}`);
+  assert.match(req.message, /^store full: /);
+  const listed = bakker(['storage', 'requests', '--json', '--storage-config', sshd.storageConfig]);
+  assert.ok(jsonLines(listed.stdout).some((e) => e.event === 'request' && e.client === small.user), listed.stdout);
   assert.equal(fs.readlinkSync(path.join(storeDir, 'latest')), first);
   assert.deepEqual(fs.readdirSync(path.join(storeDir, '.bakker/run')), []);
   assert.ok(!fs.existsSync(path.join(storeDir, '.bakker/lock')));

@@ -17,9 +17,11 @@ import { acquireLock, diffPath, implPath, initStore, listStore, mkdirIfMissing, 
 import { nextSnapshotName } from '../naming.js';
 import { faultPoint } from '../fault.js';
 import { cleanupIncomplete } from './cleanup.js';
+import { checkSpace, leaveRequest } from '../space.js';
+import { bytes } from '../../ui/format.js';
 import { ABANDONED, LazyJob, once, OrderedQueue, PromiseJob, type Decide, type Job } from './ordered-queue.js';
 import { pipelineFor, StoreWriter } from './store-writer.js';
-import { writeSummary, type SnapshotSummary, type WalkCounts } from '../summary.js';
+import { readSummaryFile, writeSummary, type SnapshotSummary, type WalkCounts } from '../summary.js';
 
 export interface BackupOptions {
   store: Store;
@@ -36,6 +38,8 @@ export interface BackupOptions {
   signal?: AbortSignal;
   /** Extra fields for the impl header (for example a view's downtime). */
   headerExtra?: Record<string, unknown>;
+  /** Skip the check that the store has room for a run like the last one. */
+  noSpaceCheck?: boolean;
 }
 
 export interface BackupResult {
@@ -137,6 +141,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     await cleanupIncomplete(store, emit);
     const listing = await listStore(store);
     const previous = listing.complete[listing.complete.length - 1] ?? null;
+    if (previous && !opts.noSpaceCheck) await checkSpace(store, await readSummaryFile(store, previous), (message) => emit({ event: 'warning', message }));
     const name = nextSnapshotName(listing.used, now);
     runDir = join(RUN_DIR, name);
     const tree = join(runDir, 'tree');
@@ -321,7 +326,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     emit({ event: 'snapshot', name, entries: summary.entries, bytes: summary.bytes, newBytes: summary.bytesCopied, start: summary.start, durationMs });
     return { snapshot: name, previous, dryRun: false, summary };
   } catch (err) {
-    throw storeFailure(store, err);
+    throw await storeFailure(store, err, progress.bytesToCopy);
   } finally {
     clearInterval(gcTimer);
     prevImpl?.close();
@@ -384,10 +389,14 @@ async function isKept(work: { job: Job; decide: Decide }): Promise<boolean> {
   return work.decide();
 }
 
-function storeFailure(store: Store, err: unknown): unknown {
+async function storeFailure(store: Store, err: unknown, toCopy: number): Promise<unknown> {
   const code = errnoCode(err);
   if (code === 'ENOSPC' || code === 'EDQUOT') {
-    return new BakkerError('IO', `store ${store.url} is full (${code}): free space there or prune old snapshots; no snapshot was published and earlier ones are intact`, { cause: err });
+    // What this run had sent is removed with its folder: at least that much room is needed.
+    const free = await store.statvfs().then((f) => f.freeBytes, () => null);
+    const short = `it filled while copying ${bytes(toCopy)} of new data${free === null ? '' : `, ${bytes(free)} free`}`;
+    await leaveRequest(store, toCopy, `store full: ${short}`);
+    return new BakkerError('IO', `store ${store.url} is full (${code}): ${short}: free space there, prune old snapshots, or ask for more (a request was left in .bakker/requests/); no snapshot was published and earlier ones are intact`, { cause: err });
   }
   if (code && !(err instanceof BakkerError)) {
     return new BakkerError('IO', `writing to store ${store.url} failed: ${errMessage(err)}; no snapshot was published and earlier ones are intact`, { cause: err });

@@ -179,6 +179,7 @@ export class StoreWriter {
 
   /** Copies a new or changed file, re-reading it when it changes under us (up to 3 tries). */
   async copy(e: Entry, abs: Buffer): Promise<boolean> {
+    this.progress.bytesToCopy += e.size;
     const slots = e.size > BIG_FILE ? this.bigCopySlots : this.copySlots;
     await slots.acquire();
     try {
