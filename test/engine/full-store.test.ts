@@ -56,3 +56,27 @@ test('a store that runs out of space fails cleanly and keeps earlier snapshots',
   const again = bakker(['backup', src, '--store', store]);
   assert.equal(again.code, 0, again.stderr);
 });
+
+test('a run that cannot fit its folders is refused before it writes, with a request for space; --no-space-check overrides', () => {
+  const src = path.join(work, 'src3');
+  build(src, Array.from({ length: 200 }, (_, i) => ({ file: `d${i}/f.txt`, content: String(i) })));
+  const store = path.join(mnt, 'store3');
+  fs.rmSync(path.join(mnt, 'store'), { recursive: true, force: true }); // the first test's store: room for this one
+  assert.equal(bakker(['backup', src, '--store', store]).code, 0);
+  // Leave less room than 200 folders take (4 KiB each).
+  const free = fs.statfsSync(mnt).bavail * fs.statfsSync(mnt).bsize;
+  const filler = path.join(mnt, 'filler');
+  fs.writeFileSync(filler, Buffer.alloc(Math.max(0, free - 300 * 1024), 1));
+  try {
+    const r = bakker(['backup', src, '--store', store]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^bakker: store .* is full: about [\d.]+ \w+ needed for the snapshot's folders and impl alone, [\d.]+ \w+ free: .*--no-space-check skips this check$/m);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.deepEqual(fs.readdirSync(path.join(store, '.bakker/run')), [], 'nothing was written');
+    assert.equal(fs.readdirSync(path.join(store, '.bakker/requests')).length, 1, 'a request for space was left');
+  } finally {
+    fs.rmSync(filler);
+  }
+  const ok = bakker(['backup', src, '--store', store, '--no-space-check']);
+  assert.equal(ok.code, 0, ok.stderr);
+});
