@@ -7,6 +7,7 @@ import { usageError } from '../errors.js';
 import { createMatcher, parseExcludeFile, PatternError } from '../scan/exclude.js';
 import { openStore, type SshOptions } from '../store/open.js';
 import type { Store } from '../store/store.js';
+import { loadStoreConfig } from '../config/store-config.js';
 import { HASH_ALGOS, type HashAlgo } from '../util/hash.js';
 import { bytes, count, duration } from '../ui/format.js';
 import type { Output } from '../ui/output.js';
@@ -124,19 +125,8 @@ function matcherOf(exclude: string[]) {
   }
 }
 
-/**
- * The store's own config (.bakker/config.yaml), when it has one, replaces what to back up for
- * that target; the yaml parser is loaded only then.
- */
+/** The store's own config (.bakker/config.yaml), when it has one, replaces what to back up for that target. */
 async function withStoreConfig(store: Store, plan: Plan, out: Output): Promise<{ plan: Plan; storeConfig: string; note?: string }> {
-  let present = true;
-  try {
-    present = (await store.stat(Buffer.from('.bakker/config.yaml'))) !== null;
-  } catch {
-    // unreadable: the loader says why and falls back
-  }
-  if (!present) return { plan, storeConfig: 'none' };
-  const { loadStoreConfig } = await import('../config/store-config.js');
   const sc = await loadStoreConfig(store);
   if (sc.state === 'none') return { plan, storeConfig: 'none' };
   if (sc.state === 'ignored') {
@@ -167,8 +157,10 @@ export async function run(argv: string[], out: Output, signal: AbortSignal): Pro
     try {
       const { plan, storeConfig, note } = await withStoreConfig(store, plan0, out);
       const matcher = matcherOf(plan.exclude);
-      for (const s of plan.sources) {
-        if (!fs.existsSync(s)) throw usageError(`bakker backup: source ${s} (from the config on the store) does not exist here: fix .bakker/config.yaml on ${store.url}`);
+      if (plan.sources !== plan0.sources) {
+        for (const s of plan.sources) {
+          if (!fs.existsSync(s)) throw usageError(`bakker backup: source ${s} (from the config on the store) does not exist here: fix .bakker/config.yaml on ${store.url}`);
+        }
       }
       out.startProgress(progress, 'backup');
       const r = await runBackup({

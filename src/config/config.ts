@@ -107,20 +107,19 @@ export function parseYaml(text: string, file: string): { c: Checker; raw: unknow
   return { c: new Checker(file, doc, lines), raw: doc.toJS() as unknown };
 }
 
-export function parseConfig(text: string, file: string): Config {
-  const { c, raw } = parseYaml(text, file);
-  if (raw === null || raw === undefined) throw configError(`${file}: the file is empty: it needs at least sources and targets`, file);
-  const o = c.keys([], raw, TOP);
-
-  const job = o.job === undefined ? undefined : c.str(['job'], o.job, 'a job name');
-  if (job !== undefined && !/^[A-Za-z0-9._-]+$/.test(job)) c.fail(['job'], 'use only letters, digits, ".", "_" and "-"');
-  if (o.sources === undefined) c.fail([], 'missing "sources": list the absolute paths to back up');
-  const sources = c.strList(['sources'], o.sources, 'absolute path');
+/** `sources`: a non-empty list of absolute paths (shared with the config on a store). */
+export function checkSources(c: Checker, v: unknown): string[] {
+  const sources = c.strList(['sources'], v, 'absolute path');
   if (sources.length === 0) c.fail(['sources'], 'expected at least one absolute path');
   sources.forEach((s, i) => {
     if (!path.isAbsolute(s)) c.fail(['sources', i], `"${s}" is not absolute: write it from / (for example /${s.replace(/^\.?\/*/, '')})`);
   });
-  const exclude = c.strList(['exclude'], o.exclude, 'pattern');
+  return sources;
+}
+
+/** `exclude`: patterns that compile (EXCLUDES.md). */
+export function checkExclude(c: Checker, v: unknown): string[] {
+  const exclude = c.strList(['exclude'], v, 'pattern');
   exclude.forEach((p, i) => {
     try {
       compilePattern(p);
@@ -129,14 +128,30 @@ export function parseConfig(text: string, file: string): Config {
       throw err;
     }
   });
+  return exclude;
+}
+
+/** `checksum`: an algorithm, or null for none / false. */
+export function checkChecksum(c: Checker, v: unknown): HashAlgo | null {
+  if (v === 'none' || v === false) return null;
+  const a = c.str(['checksum'], v, `one of ${HASH_ALGOS.join(', ')}, none`);
+  if (!(HASH_ALGOS as readonly string[]).includes(a)) c.fail(['checksum'], `expected one of ${HASH_ALGOS.join(', ')}, none; got "${a}"`);
+  return a as HashAlgo;
+}
+
+export function parseConfig(text: string, file: string): Config {
+  const { c, raw } = parseYaml(text, file);
+  if (raw === null || raw === undefined) throw configError(`${file}: the file is empty: it needs at least sources and targets`, file);
+  const o = c.keys([], raw, TOP);
+
+  const job = o.job === undefined ? undefined : c.str(['job'], o.job, 'a job name');
+  if (job !== undefined && !/^[A-Za-z0-9._-]+$/.test(job)) c.fail(['job'], 'use only letters, digits, ".", "_" and "-"');
+  if (o.sources === undefined) c.fail([], 'missing "sources": list the absolute paths to back up');
+  const sources = checkSources(c, o.sources);
+  const exclude = checkExclude(c, o.exclude);
   const excludeFrom = c.strList(['exclude_from'], o.exclude_from, 'file path');
   const oneFileSystem = o.one_file_system === undefined ? false : c.bool(['one_file_system'], o.one_file_system);
-  let checksum: HashAlgo | undefined;
-  if (o.checksum !== undefined && o.checksum !== 'none' && o.checksum !== false) {
-    const v = c.str(['checksum'], o.checksum, `one of ${HASH_ALGOS.join(', ')}, none`);
-    if (!(HASH_ALGOS as readonly string[]).includes(v)) c.fail(['checksum'], `expected one of ${HASH_ALGOS.join(', ')}, none; got "${v}"`);
-    checksum = v as HashAlgo;
-  }
+  const checksum = o.checksum === undefined ? undefined : (checkChecksum(c, o.checksum) ?? undefined);
   if (o.targets === undefined) c.fail([], 'missing "targets": name at least one, for example targets: {local: {store: /backups/server1}}');
   const tmap = c.keys(['targets'], o.targets, Object.keys((o.targets ?? {}) as object));
   const targets: TargetConfig[] = [];

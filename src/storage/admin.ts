@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { BakkerError, errMessage, usageError } from '../errors.js';
+import { sleepSync } from '../util/sleep.js';
 import type { StorageConfig } from './config.js';
 
 /**
@@ -227,7 +228,7 @@ function reloadSshd(cfg: StorageConfig, log: Log): void {
     } catch {
       // being rewritten
     }
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+    sleepSync(20);
   }
   log(`sshd (PID ${pid}) was signalled but did not rewrite ${cfg.sshdPidFile} within 5 s: check that it runs`);
 }
@@ -496,13 +497,18 @@ export function grantRead(cfg: StorageConfig, reader: string, owner: string, rev
   const r = readClient(cfg, reader);
   const o = readClient(cfg, owner);
   if (r.name === o.name) throw usageError('a client can already read its own store');
-  const lines = fs.readFileSync(keysFile(cfg, owner), 'utf8').split('\n').filter((l) => l && !l.endsWith(` bakker-reader:${reader}`));
-  if (!revoke) for (const k of ownKeys(cfg, reader)) lines.push(readerKeyLine(reader, k));
-  writeKeys(cfg, owner, lines);
-  o.readers = o.readers.filter((x) => x !== reader);
-  if (!revoke) o.readers.push(reader);
-  writeClient(cfg, o);
+  setReader(cfg, o, reader, revoke ? [] : ownKeys(cfg, reader));
   return o;
+}
+
+/** Sets `reader`'s read-only key lines on `owner`'s account (none: no access) and its record. */
+function setReader(cfg: StorageConfig, owner: ClientRecord, reader: string, keys: string[]): void {
+  const lines = fs.readFileSync(keysFile(cfg, owner.name), 'utf8').split('\n').filter((l) => l && !l.endsWith(` bakker-reader:${reader}`));
+  for (const k of keys) lines.push(readerKeyLine(reader, k));
+  writeKeys(cfg, owner.name, lines);
+  owner.readers = owner.readers.filter((x) => x !== reader);
+  if (keys.length) owner.readers.push(reader);
+  writeClient(cfg, owner);
 }
 
 /** Removes a client: its sshd block, keys, account, sessions and (unless keepData) its data. */
@@ -519,16 +525,11 @@ export function removeClient(cfg: StorageConfig, name: string, opts: { keepData:
   for (const other of listClientNames(cfg)) {
     if (other === name) continue;
     const o = readClient(cfg, other);
-    if (o.readers.includes(name)) {
-      const lines = fs.readFileSync(keysFile(cfg, other), 'utf8').split('\n').filter((l) => l && !l.endsWith(` bakker-reader:${name}`));
-      writeKeys(cfg, other, lines);
-      o.readers = o.readers.filter((x) => x !== name);
-      writeClient(cfg, o);
-    }
+    if (o.readers.includes(name)) setReader(cfg, o, name, []);
   }
   applySshd(cfg, null, null, log);
   spawnSync('pkill', ['-KILL', '-u', name]);
-  for (let i = 0; i < 50 && spawnSync('pgrep', ['-u', name]).status === 0; i++) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+  for (let i = 0; i < 50 && spawnSync('pgrep', ['-u', name]).status === 0; i++) sleepSync(20);
   sh('userdel', [name], 'remove-client');
   if (rec.image) {
     if (isMountPoint(backups)) sh('umount', [backups], 'remove-client');

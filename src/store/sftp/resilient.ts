@@ -93,10 +93,6 @@ export class ResilientSftp implements Sftp {
     return this.session.sftp.inFlight;
   }
 
-  get ssh(): Client {
-    return this.session.ssh;
-  }
-
   end(): void {
     this.closed = true;
     this.session.sftp.end();
