@@ -59,7 +59,7 @@ function delayProxy(port, rttMs) {
 
 /** Runs under GNU time without blocking this process (the proxy lives here). */
 async function timed(label, cmd, args, env = {}) {
-  const child = spawn('/usr/bin/time', ['-f', '%e %U %S %M', cmd, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn('/usr/bin/time', ['-f', '%e %U %S %M', cmd, ...args], { env: { ...process.env, BAKKER_STATE_DIR: path.join(W, 'state'), ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
   const status = await new Promise((resolve) => child.on('exit', resolve));

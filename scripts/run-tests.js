@@ -26,5 +26,9 @@ if (files.length === 0) {
 }
 const filter = process.argv[2];
 const chosen = filter ? files.filter((f) => f.includes(filter)) : files;
-const r = spawnSync(process.execPath, ['--test', ...chosen], { stdio: 'inherit', env: { ...process.env, UV_THREADPOOL_SIZE: '16' } });
+// The agent's state (cached store configs, remote stores' indexes) goes to a folder of this run's,
+// not /var/lib/bakker; tests that look at it set their own.
+const state = fs.mkdtempSync('/var/tmp/bakker-test-state-');
+const r = spawnSync(process.execPath, ['--test', ...chosen], { stdio: 'inherit', env: { ...process.env, UV_THREADPOOL_SIZE: '16', BAKKER_STATE_DIR: state } });
+fs.rmSync(state, { recursive: true, force: true });
 process.exit(r.status ?? 1);

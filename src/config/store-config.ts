@@ -4,6 +4,7 @@ import path from 'node:path';
 import { errMessage, errnoCode } from '../errors.js';
 import type { Store } from '../store/store.js';
 import type { HashAlgo } from '../util/hash.js';
+import { stateDir } from '../util/state-dir.js';
 
 /**
  * The config a store may hold (.bakker/config.yaml; docs/CONFIG.md, "Config on the store"): what
@@ -37,10 +38,7 @@ export async function parseStoreConfig(text: string, file: string): Promise<Stor
   return out;
 }
 
-/** Where this server keeps its state (cached store configs): BAKKER_STATE_DIR or /var/lib/bakker. */
-export function stateDir(): string {
-  return process.env.BAKKER_STATE_DIR ?? '/var/lib/bakker';
-}
+export { stateDir };
 
 function cacheFile(storeUrl: string): string {
   return path.join(stateDir(), 'store-config', `${createHash('sha256').update(storeUrl).digest('hex').slice(0, 32)}.yaml`);

@@ -24,15 +24,26 @@ export class ImplReader {
   private done = false;
   private last: Buffer | undefined;
   private readonly iter: AsyncIterator<Buffer>;
+  /** sha256 and size of the file's bytes as read, when asked for (see digest()). */
+  private readonly sha: ReturnType<typeof createHash> | null;
+  private bytes = 0;
 
-  private constructor(private readonly source: Readable, readonly name: string) {
+  private constructor(private readonly source: Readable, readonly name: string, hash: boolean) {
     const gunzip = zlib.createGunzip();
     source.on('error', (e) => gunzip.destroy(e));
+    this.sha = hash ? createHash('sha256') : null;
+    if (this.sha) {
+      const sha = this.sha;
+      source.on('data', (c: Buffer) => {
+        sha.update(c);
+        this.bytes += c.length;
+      });
+    }
     source.pipe(gunzip);
     this.iter = gunzip[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
   }
 
-  static async open(store: Store, p: Buffer): Promise<ImplReader> {
+  static async open(store: Store, p: Buffer, opts: { hash?: boolean } = {}): Promise<ImplReader> {
     let opened: { stream: Readable };
     try {
       opened = await store.openRead(p);
@@ -40,7 +51,7 @@ export class ImplReader {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new BakkerError('NOT_FOUND', `impl ${p.toString()} is missing from the store`);
       throw err;
     }
-    const r = new ImplReader(opened.stream, p.toString());
+    const r = new ImplReader(opened.stream, p.toString(), opts.hash === true);
     const first = await r.rawLine();
     if (first === null) throw new BakkerError('IMPL', `impl ${r.name} is empty: the snapshot is damaged`);
     const d = decodeLine(first.toString('utf8'), 1);
@@ -158,6 +169,13 @@ export class ImplReader {
     return r ? r.entry() : null;
   }
 
+  /** With `hash`: reads what is left (after the trailer, nothing) and returns the file's sha256 (hex) and size; else null. */
+  async digest(): Promise<{ sha256: string; bytes: number } | null> {
+    if (!this.sha) return null;
+    while ((await this.rawLine()) !== null);
+    return { sha256: this.sha.digest('hex'), bytes: this.bytes };
+  }
+
   close(): void {
     this.source.destroy();
   }
@@ -174,15 +192,20 @@ export class ImplWriter {
   private readonly done: Promise<void>;
   private failure: unknown;
   count = 0;
-  /** sha256 of the file's bytes (complete once close() resolved). */
+  /** sha256 and size of the file's bytes (complete once close() resolved). */
   private readonly sha = createHash('sha256');
+  bytes = 0;
 
   constructor(store: Store, p: Buffer, header: ImplHeader) {
     // Level 1: the impl is written on every run and read on the next; speed beats a few % of size.
     this.gzip = zlib.createGzip({ level: 1 });
     const out = new PassThrough();
     this.gzip.pipe(out);
-    this.gzip.on('data', (c: Buffer) => this.sha.update(c)); // alongside the pipe, which made it flowing
+    this.gzip.on('data', (c: Buffer) => {
+      // alongside the pipe, which made it flowing
+      this.sha.update(c);
+      this.bytes += c.length;
+    });
     this.done = store.writeFile(p, out).catch((err) => {
       this.failure = err;
       this.gzip.destroy();

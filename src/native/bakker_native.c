@@ -543,6 +543,8 @@ static napi_value copy_in(napi_env env, napi_callback_info info) {
  * probeXattrs is false). Rejects (with .code) when the directory cannot be read.
  *
  * The fast path (docs/DESIGN.md, "Previous index"): `fast` is [prevBlock|null, prevDir, newDir].
+ * With newDir null (a remote store), the job only compares: nothing is made or linked, and
+ * fast = 1 marks the children the caller is to link itself.
  * prevBlock holds the previous snapshot's index records of this directory's children (sorted by
  * name, format below); prevDir and newDir are this directory in the previous snapshot and in the
  * one being written. The job makes newDir first (and missing parents, mode 0700; also when the
@@ -638,6 +640,7 @@ typedef struct {
   int err; const char *syscall;
   int probe_xattrs;
   int fast; /* the fast path was asked for */
+  int compare_only; /* ... for a remote store: compare only, the caller links */
   unsigned char *prev; size_t prev_len; /* the previous block (may be empty) */
   char prev_dir[PATH_MAX_BYTES], new_dir[PATH_MAX_BYTES];
   unsigned char *block; size_t block_len;
@@ -647,7 +650,7 @@ static void scan_execute(napi_env env, void *data) {
   (void)env;
   scan_job_t *j = data;
   thread_nice(0); /* the walk waits for scans: they are the critical path (needs root to undo a nice) */
-  if (j->fast) {
+  if (j->fast && !j->compare_only) {
     /* made first, so the folder is in the new snapshot even when it cannot be listed */
     int err = mkdir_p(j->new_dir);
     if (err) { j->err = err; j->syscall = "mkdir"; strcpy(j->path, j->new_dir); return; }
@@ -678,9 +681,11 @@ static void scan_execute(napi_env env, void *data) {
   int dfd = dirfd(d);
   int prev_fd = -1, new_fd = -1;
   size_t block_cap = 0;
-  if (j->fast) {
+  if (j->fast && !j->compare_only) {
     new_fd = open(j->new_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (j->prev_len) prev_fd = open(j->prev_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  }
+  if (j->fast) {
     block_cap = n * REC_FIXED + bytes;
     j->block = malloc(block_cap ? block_cap : 1);
   }
@@ -734,7 +739,7 @@ static void scan_execute(napi_env env, void *data) {
             pr.mode == (uint32_t)(st.st_mode & 07777) && pr.uid == st.st_uid && pr.gid == st.st_gid &&
             pr.size == (double)st.st_size && pr.mts == st.st_mtim.tv_sec && pr.mtns == (uint32_t)st.st_mtim.tv_nsec &&
             pr.cts == st.st_ctim.tv_sec && pr.ctns == (uint32_t)st.st_ctim.tv_nsec && ((pr.flags & REC_SPARSE) != 0) == sparse &&
-            prev_fd >= 0 && new_fd >= 0 && linkat(prev_fd, names[i], new_fd, names[i], 0) == 0)
+            (j->compare_only || (prev_fd >= 0 && new_fd >= 0 && linkat(prev_fd, names[i], new_fd, names[i], 0) == 0)))
           fast = 1;
       }
       o[15] = fast;
@@ -791,7 +796,10 @@ static napi_value scan_dir(napi_env env, napi_callback_info info) {
     napi_get_element(env, argv[2], 0, &jprev);
     napi_get_element(env, argv[2], 1, &jpd);
     napi_get_element(env, argv[2], 2, &jnd);
-    if (!get_path(env, jpd, j->prev_dir, sizeof j->prev_dir) || !get_path(env, jnd, j->new_dir, sizeof j->new_dir)) { free(j); return NULL; }
+    napi_valuetype dt = napi_undefined;
+    napi_typeof(env, jnd, &dt);
+    if (dt == napi_null) j->compare_only = 1;
+    else if (!get_path(env, jpd, j->prev_dir, sizeof j->prev_dir) || !get_path(env, jnd, j->new_dir, sizeof j->new_dir)) { free(j); return NULL; }
     bool is_buf = false;
     napi_is_buffer(env, jprev, &is_buf);
     if (is_buf) {

@@ -16,7 +16,8 @@ const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;
 
 /** What a scan on the fast path needs for directory `rel`: [previous block, previous dir, new dir]. */
-export type FastArgs = (rel: Buffer) => [Buffer | null, Buffer, Buffer];
+/** [previous block, previous dir, new dir]; dirs null: compare only (a remote store: the caller links). */
+export type FastArgs = (rel: Buffer) => [Buffer | null, Buffer, Buffer] | [Buffer | null, null, null];
 
 /** Whether the walk will descend into the subdirectory `rel` (excludes, one-file-system, skips). */
 export type Descends = (rel: Buffer, dev: number, rootDev: number) => boolean;

@@ -32,9 +32,11 @@ export interface WalkOptions {
    * The fast path (docs/DESIGN.md, "Previous index"): each directory scan also makes the
    * directory in the new snapshot, links its unchanged files there and returns the directory's
    * index block. Those files come as 'fast' items, with no Entry; the others carry their
-   * previous impl entry number (when `indexed`) and their record in the block.
+   * previous impl entry number (when `indexed`) and their record in the block. With `remote`
+   * the scans only compare (a remote store's folders cannot be made from here): each 'fast'
+   * run names its files for the caller to link, and folders are not `madeByScan`.
    */
-  fast?: { args: FastArgs; indexed: boolean };
+  fast?: { args: FastArgs; indexed: boolean; remote?: boolean };
 }
 
 /** Unchanged files and symlinks of one directory, in walk order, already linked by the scan. */
@@ -50,6 +52,10 @@ export interface FastRun {
   /** Sizes of the files, and of the symlinks (their targets' lengths). */
   bytes: number;
   symlinkBytes: number;
+  /** Remote fast path: the directory (relative and where it is read) and each one's name. */
+  rel?: Buffer;
+  abs?: Buffer;
+  names?: Buffer[];
 }
 
 /** What the walk yields (in batches), in walk order (depth first, names sorted by bytes). */
@@ -256,6 +262,7 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
   };
   const scanner = new Scanner(opts.probeXattrs !== false, descends, opts.fast?.args);
   const indexed = opts.fast?.indexed === true;
+  const remote = opts.fast?.remote === true;
 
   /**
    * Walks one directory whose scan is under way. Yields its entries in batches (a batch ends
@@ -285,7 +292,8 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
       off = end + 1;
       if (block && stats[o + F_FAST] === 1) {
         // Unchanged and already linked by the scan: no Entry, no path (docs/DESIGN.md).
-        run ??= { kind: 'fast', block, recs: [], prev: [], files: 0, symlinks: 0, bytes: 0, symlinkBytes: 0 };
+        run ??= remote ? { kind: 'fast', block, recs: [], prev: [], files: 0, symlinks: 0, bytes: 0, symlinkBytes: 0, rel, abs, names: [] } : { kind: 'fast', block, recs: [], prev: [], files: 0, symlinks: 0, bytes: 0, symlinkBytes: 0 };
+        run.names?.push(name);
         run.recs.push(stats[o + F_REC]!);
         run.prev.push(stats[o + F_PREV]!);
         if ((stats[o]! & 0o170000) === 0o120000) {
@@ -339,7 +347,7 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
       items.push(r.item);
       if (isDir && (!opts.oneFileSystem || r.item.dev === rootDev)) {
         subdirs.push(items.length - 1);
-        if (block) r.item.madeByScan = true;
+        if (block && !remote) r.item.madeByScan = true;
       }
       else if (isDir) scanner.drop(r.item.abs);
     }

@@ -78,6 +78,78 @@ test('backup to sftp://, incremental with hard links on the server, restore and 
   assert.equal(v.code, 0, v.stdout + v.stderr);
 });
 
+test('remote fast path: unchanged files found through this server\'s index of the last snapshot are linked on the store; a stored copy gone is copied anew; an impl changed under the index is caught', () => {
+  const url = `${acc.url}/server5`;
+  const state = path.join(work, 'state5');
+  const env = { BAKKER_STATE_DIR: state };
+  const tree = path.join(work, 'src5');
+  build(tree, [
+    ...Array.from({ length: 300 }, (_, i) => ({ file: `d/f${String(i).padStart(3, '0')}`, content: `file ${i}` })),
+    { symlink: 'd/ln', target: 'f001' },
+    { file: 'top.txt', content: 'top' },
+  ]);
+  const run = () => {
+    const r = bakker(['backup', tree, '--store', url, '--json', ...ssh()], { env });
+    const ev = jsonLines(r.stdout);
+    return { r, ev, start: ev.find((e) => e.event === 'start')!, sum: ev.find((e) => e.event === 'summary')! };
+  };
+  const first = run();
+  assert.equal(first.r.code, 0, first.r.stderr);
+  assert.equal(first.start.indexed, false, 'nothing to compare with on the first run');
+  const cacheDir = path.join(state, 'index');
+  const [storeDir] = fs.readdirSync(cacheDir);
+  const s1 = String(first.sum.snapshot);
+  assert.ok(fs.existsSync(path.join(cacheDir, storeDir!, s1)), 'the index of the new snapshot is kept on this server');
+
+  fs.writeFileSync(path.join(tree, 'top.txt'), 'top changed');
+  const second = run();
+  assert.equal(second.r.code, 0, second.r.stderr);
+  assert.equal(second.start.indexed, true);
+  assert.equal(second.sum.changed, 1);
+  assert.equal(second.sum.linked, 301, 'the 300 files (more than one link batch) and the symlink, linked by the fast path');
+  const s2 = String(second.sum.snapshot);
+  const onServer = (snap: string, f: string) => fs.lstatSync(path.join(acc.root, 'backups/server5', snap, tree, f));
+  assert.equal(onServer(s1, 'd/f007').ino, onServer(s2, 'd/f007').ino);
+  assert.equal(onServer(s1, 'd/ln').ino, onServer(s2, 'd/ln').ino);
+  assert.deepEqual(fs.readdirSync(path.join(cacheDir, storeDir!)), [s2], 'only the newest index is kept');
+
+  // A stored copy removed from the last snapshot on the store: its link fails, it is copied anew.
+  fs.rmSync(path.join(acc.root, 'backups/server5', s2, tree, 'd/f003'));
+  const third = run();
+  assert.equal(third.r.code, 0, third.r.stderr);
+  assert.equal(third.start.indexed, true);
+  const warned = third.ev.find((e) => e.event === 'warning' && String(e.path).endsWith('d/f003'));
+  assert.match(String(warned?.message), /stored copy in the previous snapshot is missing: copying anew/);
+  assert.equal(third.sum.copied, 1);
+  const s3 = String(third.sum.snapshot);
+  assert.equal(fs.readFileSync(path.join(acc.root, 'backups/server5', s3, tree, 'd/f003'), 'utf8'), 'file 3');
+  const to = path.join(work, 'restored5');
+  const rr = bakker(['restore', '--store', url, '--snapshot', 'latest', '--to', to, ...ssh()], { env });
+  assert.equal(rr.code, 0, rr.stderr);
+  const check = sh('rsync', ['-aHn', '--itemize-changes', `${tree}/`, `${path.join(to, tree)}/`]);
+  assert.equal(check.trim(), '', `restored tree differs:\n${check}`);
+  assert.equal(bakker(['verify', '--store', url, '--snapshot', 'latest', ...ssh()], { env }).code, 0);
+
+  // The index says it was made with another impl of the same size (as if the impl had been
+  // replaced on the store): the run reads the impl, finds out, fails before publishing and drops
+  // the index; the next run takes the ordinary path.
+  const idx = path.join(cacheDir, storeDir!, s3);
+  const bytes = fs.readFileSync(idx);
+  const at = bytes.lastIndexOf(Buffer.from('"impl":"')) + 8;
+  bytes.write('0'.repeat(64), at, 'latin1');
+  fs.writeFileSync(idx, bytes);
+  const fourth = run();
+  assert.equal(fourth.r.code, 1);
+  assert.match(fourth.r.stderr, /^bakker: the impl of \S+ on the store is not the one this server's index of it was made with: the index was dropped; run the backup again/m);
+  assert.equal(fs.readlinkSync(path.join(acc.root, 'backups/server5/latest')), s3, 'nothing published');
+  assert.ok(!fs.existsSync(idx));
+  const fifth = run();
+  assert.equal(fifth.r.code, 0, fifth.r.stderr);
+  assert.equal(fifth.start.indexed, false);
+  assert.equal(fifth.sum.linked, 302);
+  assert.equal(run().start.indexed, true, 'and the run after that has an index again');
+});
+
 test('sftp:// errors are one line that names the fix', () => {
   const wrong = path.join(work, 'wrong_known_hosts');
   fs.writeFileSync(wrong, '');

@@ -8,7 +8,10 @@ import { reuseInfo, sameLine, type PrevRecord } from '../../manifest/prev-record
 import { PreviousImpl } from './previous-impl.js';
 import type { Matcher } from '../../scan/exclude.js';
 import { inheritXattrs, loadXattrs, walk, type SourceSpec, type WalkItem } from '../../scan/walker.js';
-import { IndexReader, IndexWriter, INDEX_DIR, indexPath, setOrdinal, setRecord, walkFingerprint } from './snapshot-index.js';
+import { IndexPlace, IndexReader, IndexWriter, NO_ORDINAL, setOrdinal, setRecord, walkFingerprint, type IndexMeta } from './snapshot-index.js';
+import { createHash } from 'node:crypto';
+import { stateDir } from '../../util/state-dir.js';
+import { decodeLine, encodeEntry } from '../../manifest/codec.js';
 import type { Store } from '../../store/store.js';
 import { display, join } from '../../util/bpath.js';
 import { loadHash, type HashAlgo } from '../../util/hash.js';
@@ -52,7 +55,9 @@ export interface BackupResult {
 type Counts = WalkCounts;
 
 /** What the ordered queue writes: an entry, a run of unchanged lines, or a finished directory's index block. */
-type Out = (WalkItem & { kind: 'entry' }) | { kind: 'lines'; lines: Buffer[]; block: Buffer; recs: number[] } | { kind: 'dirEnd'; rel: Buffer; block: Buffer };
+type Out = (WalkItem & { kind: 'entry' }) | Lines | { kind: 'dirEnd'; rel: Buffer; block: Buffer };
+/** Unchanged entries' previous lines; null for one left out (remote fast path, see relinkFailed). */
+type Lines = { kind: 'lines'; lines: (Buffer | null)[]; block: Buffer; recs: number[]; dropped?: boolean };
 
 /** A local store inside a source is left out of the backup (it would copy itself over and over). */
 function storeSkip(store: Store, sources: SourceSpec[], emit: Emit): Set<string> | undefined {
@@ -137,12 +142,14 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
   let prevImpl: PreviousImpl | null = null;
   let prevIndex: IndexReader | null = null;
   let indexWriter: IndexWriter | null = null;
+  let place: IndexPlace | null = null;
+  let name = '';
   try {
     await cleanupIncomplete(store, emit);
     const listing = await listStore(store);
     const previous = listing.complete[listing.complete.length - 1] ?? null;
     if (previous && !opts.noSpaceCheck) await checkSpace(store, await readSummaryFile(store, previous), (message) => emit({ event: 'warning', message }));
-    const name = nextSnapshotName(listing.used, now);
+    name = nextSnapshotName(listing.used, now);
     runDir = join(RUN_DIR, name);
     const tree = join(runDir, 'tree');
     const diff = join(runDir, 'diff');
@@ -170,29 +177,54 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     implWriter = new ImplWriter(store, join(runDir, 'impl'), header);
     const writer = new StoreWriter(store, tree, diff, previous ? treePath(previous) : null, name, opts.checksum, emit, progress);
     const iw = implWriter;
-    prevImpl = await PreviousImpl.open(store, previous, emit);
+    const root = store.localRoot;
+    // A remote store's impl is hashed as it is read: its cached index is checked against it.
+    prevImpl = await PreviousImpl.open(store, previous, emit, { hash: !root });
     const skip = storeSkip(store, opts.sources, emit);
 
-    // The fast path (local stores): directory scans link unchanged files themselves, found
-    // through the previous snapshot's index; this run writes the index for the next one.
-    const root = store.localRoot;
+    // The fast path: directory scans compare with the previous snapshot's index and find the
+    // unchanged files (on a local store they link them too; on a remote one the run links them
+    // in batches), whose previous lines go to the impl as they are. Each run writes the index
+    // for the next one (docs/DESIGN.md, "Previous index").
     const fingerprint = walkFingerprint({ sources: opts.sources, exclude: header.options, skip: skip ? [...skip] : [] });
-    if (root) {
-      prevIndex = previous && prevImpl.present ? await IndexReader.open(store, previous, fingerprint, emit) : null;
-      indexWriter = new IndexWriter(store, join(runDir, 'index'));
+    place = IndexPlace.for(store, stateDir());
+    if (place) {
+      const pl = place;
+      const checkImpl = async (meta: IndexMeta): Promise<void> => {
+        if (!pl.remote) {
+          const impl = await store.readFile(implPath(previous!));
+          if (createHash('sha256').update(impl).digest('hex') !== meta.impl) throw new Error('made for another impl');
+        } else if (meta.implBytes === undefined || (await store.stat(implPath(previous!)))?.size !== meta.implBytes) throw new Error('made for another impl');
+      };
+      prevIndex = previous && prevImpl.present ? await IndexReader.open(place.file(previous), previous, fingerprint, checkImpl, emit) : null;
+      indexWriter = place.writer(name, runDir);
     }
-    emit({ event: 'start', command: 'backup', store: store.url, snapshot: name, previous, ...(root ? { indexed: prevIndex !== null } : {}) });
+    emit({ event: 'start', command: 'backup', store: store.url, snapshot: name, previous, ...(place ? { indexed: prevIndex !== null } : {}) });
     const pi = prevIndex;
     const ixw = indexWriter;
     const absOf = (p: Buffer) => Buffer.concat([Buffer.from(root ?? ''), Buffer.from('/'), p]);
     const newAbs = absOf(tree);
     const prevAbs = previous ? absOf(treePath(previous)) : newAbs;
-    const fast = root ? { args: (rel: Buffer): [Buffer | null, Buffer, Buffer] => [pi?.block(rel) ?? null, join(prevAbs, rel), join(newAbs, rel)], indexed: pi !== null } : undefined;
+    const remoteFast = place?.remote === true;
+    const fast = !place
+      ? undefined
+      : remoteFast
+        ? { args: (rel: Buffer): [Buffer | null, null, null] => [pi?.block(rel) ?? null, null, null], indexed: pi !== null, remote: true }
+        : { args: (rel: Buffer): [Buffer | null, Buffer, Buffer] => [pi?.block(rel) ?? null, join(prevAbs, rel), join(newAbs, rel)], indexed: pi !== null };
 
     const writeOut = (x: Out): Promise<void> | void => {
       if (x.kind === 'lines') {
-        for (let k = 0; k < x.recs.length; k++) setOrdinal(x.block, x.recs[k]!, iw.count + k);
-        return iw.writeLines(x.lines);
+        if (!x.dropped) {
+          for (let k = 0; k < x.recs.length; k++) setOrdinal(x.block, x.recs[k]!, iw.count + k);
+          return iw.writeLines(x.lines as Buffer[]);
+        }
+        const kept: Buffer[] = [];
+        for (let k = 0; k < x.recs.length; k++) {
+          const line = x.lines[k]!;
+          setOrdinal(x.block, x.recs[k]!, line === null ? NO_ORDINAL : iw.count + kept.length);
+          if (line !== null) kept.push(line);
+        }
+        return iw.writeLines(kept);
       }
       if (x.kind === 'dirEnd') return ixw?.addBlock(x.rel, x.block);
       if (x.block && x.rec !== undefined && x.rec >= 0) setRecord(x.block, x.rec, x.entry, iw.count);
@@ -240,7 +272,18 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
         progress.entries += n;
         if (before >> 10 !== progress.entries >> 10) checkAbort(opts.signal);
         if (before < 500 && progress.entries >= 500) faultPoint('mid-walk');
-        const wait = queue.push({ kind: 'lines', lines, block: item.block, recs: item.recs });
+        const out: Lines = { kind: 'lines', lines, block: item.block, recs: item.recs };
+        let wait: Promise<void> | undefined;
+        if (item.names) {
+          // Remote: linked in batches; a link whose old copy is gone copies anew.
+          const { rel: dir, abs: dirAbs, names } = item as Required<typeof item>;
+          const run = writer.linkRun(dir, names);
+          const decide = () => {
+            const failed = StoreWriter.linkRunFailures(run, dir, names);
+            return failed.length === 0 || relinkFailed(writer, out, failed, dirAbs, names);
+          };
+          wait = queue.push(out, run.job, decide, n);
+        } else wait = queue.push(out);
         if (wait) await wait;
         continue;
       }
@@ -291,6 +334,14 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       if (wait) await wait;
     }
     await prevImpl.rest(() => counts.removed++);
+    if (prevIndex && remoteFast) {
+      // The lines taken by entry number must have come from the impl the index was made with.
+      const read = await prevImpl.digest();
+      if (read?.sha256 !== prevIndex.meta.impl) {
+        place!.drop(previous!);
+        throw new BakkerError('IMPL', `the impl of ${previous} on the store is not the one this server's index of it was made with: the index was dropped; run the backup again (nothing was published, earlier snapshots are intact)`);
+      }
+    }
     const tWalked = Date.now();
     progress.phase = 'finishing';
     writer.flushLinks();
@@ -316,11 +367,11 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     await implWriter.close({ trailer: true, end: new Date().toISOString(), entries: iw.count, summary: numbersOf(summary) });
     implWriter = null;
     if (indexWriter) {
-      await indexWriter.close({ format: 1, snapshot: name, impl: iw.digest(), entries: iw.count, fingerprint });
+      await indexWriter.close({ format: 1, snapshot: name, impl: iw.digest(), implBytes: iw.bytes, entries: iw.count, fingerprint });
       indexWriter = null;
     }
     const tWritten = Date.now();
-    await publish(store, runDir, name, summary, root !== undefined);
+    await publish(store, runDir, name, summary, place);
     summary.phasesMs = { walk: tWalked - t0, finish: tWritten - tWalked, publish: Date.now() - tWritten };
     runDir = null;
     emit({ event: 'snapshot', name, entries: summary.entries, bytes: summary.bytes, newBytes: summary.bytesCopied, start: summary.start, durationMs });
@@ -335,6 +386,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     indexWriter?.abort();
     if (queue) await queue.settle().catch(() => undefined);
     if (runDir) await store.remove(runDir).catch(() => undefined);
+    if (runDir && name) place?.abandon(name);
     await lock.release().catch(() => undefined);
   }
 }
@@ -405,16 +457,13 @@ async function storeFailure(store: Store, err: unknown, toCopy: number): Promise
 }
 
 /** Makes the run durable, then publishes: tree, diff, impl (the commit point), summary, latest. */
-async function publish(store: Store, runDir: Buffer, name: string, summary: SnapshotSummary, indexed: boolean): Promise<void> {
+async function publish(store: Store, runDir: Buffer, name: string, summary: SnapshotSummary, place: IndexPlace | null): Promise<void> {
   faultPoint('before-publish');
   await store.sync();
   await store.rename(join(runDir, 'tree'), treePath(name));
   faultPoint('after-tree-rename');
   await store.rename(join(runDir, 'diff'), diffPath(name));
-  if (indexed) {
-    await mkdirIfMissing(store, INDEX_DIR);
-    await store.rename(join(runDir, 'index'), indexPath(name));
-  }
+  if (place && !place.remote) await place.publish(name, runDir);
   await store.rename(join(runDir, 'impl'), implPath(name));
   faultPoint('after-impl-rename');
   await store.sync();
@@ -422,10 +471,26 @@ async function publish(store: Store, runDir: Buffer, name: string, summary: Snap
   await setLatest(store, name);
   faultPoint('after-latest');
   await store.remove(runDir);
-  // Only the newest snapshot's index is ever read: older ones (and any a killed run left) go.
-  for (const other of await store.readdir(INDEX_DIR).catch(() => [])) {
-    if (other.toString('latin1') !== name) await store.remove(join(INDEX_DIR, other)).catch(() => undefined);
+  if (place?.remote) await place.publish(name, runDir).catch(() => undefined);
+  await place?.keepOnly(name);
+}
+
+/**
+ * Remote fast path: links of a run whose previous copies turned out to be gone. Each is copied
+ * anew from the source (its previous line, which the scan found still true, gives the entry)
+ * and its line rewritten; one that vanished meanwhile is left out.
+ */
+async function relinkFailed(writer: StoreWriter, out: Lines, failed: number[], dirAbs: Buffer, names: Buffer[]): Promise<boolean> {
+  for (const k of failed) {
+    const line = out.lines[k]!;
+    const d = decodeLine(line.toString('utf8'), 0);
+    if (d.kind !== 'entry') throw new BakkerError('IMPL', 'internal: a fast-path line is not an entry');
+    const e = d.entry;
+    const kept = await writer.relink(e, join(dirAbs, names[k]!));
+    out.lines[k] = kept ? Buffer.from(encodeEntry(e)) : null;
+    if (!kept) out.dropped = true;
   }
+  return true;
 }
 
 function indexMismatch(p: Buffer): BakkerError {

@@ -22,6 +22,8 @@ interface Item<T> {
   decide: Decide | undefined;
   /** The decision, once taken: decide() runs exactly once per item. */
   kept?: boolean | Promise<boolean>;
+  /** How many entries it stands for (a run of lines: many). */
+  weight: number;
 }
 
 /** A decision taken at most once (the queue and a hard-link group may both ask). */
@@ -95,6 +97,8 @@ export class PromiseJob<T> extends LazyJob<T> {
 export class OrderedQueue<T = Entry> {
   private readonly items: (Item<T> | undefined)[] = [];
   private head = 0;
+  /** The weight of the items waiting (what `limit` bounds). */
+  private waiting = 0;
 
   /**
    * `write` may return a promise (then the queue waits for it) or nothing. Pushing costs no
@@ -105,10 +109,11 @@ export class OrderedQueue<T = Entry> {
     private readonly limit: number,
   ) {}
 
-  /** Returns a promise only when the caller must wait (too many items waiting). */
-  push(entry: T, job?: Job, decide?: Decide): Promise<void> | undefined {
-    this.items.push({ entry, job, decide });
-    if (this.items.length - this.head > this.limit) return this.flush(this.limit);
+  /** Returns a promise only when the caller must wait (too many entries waiting). */
+  push(entry: T, job?: Job, decide?: Decide, weight = 1): Promise<void> | undefined {
+    this.items.push({ entry, job, decide, weight });
+    this.waiting += weight;
+    if (this.waiting > this.limit) return this.flush(this.limit);
     return undefined;
   }
 
@@ -118,7 +123,7 @@ export class OrderedQueue<T = Entry> {
       const item = this.items[this.head];
       if (!item) return undefined;
       if (item.job && !item.job.settled) {
-        if (this.items.length - this.head <= allowed) return undefined;
+        if (this.waiting <= allowed) return undefined;
         return this.flushAsync(allowed);
       }
       if (item.job?.failure !== undefined) throw item.job.failure;
@@ -140,7 +145,7 @@ export class OrderedQueue<T = Entry> {
       const item = this.items[this.head];
       if (!item) break;
       if (item.job && !item.job.settled) {
-        if (this.items.length - this.head <= allowed) break;
+        if (this.waiting <= allowed) break;
         await item.job.wait();
       }
       if (item.job?.failure !== undefined) throw item.job.failure;
@@ -151,6 +156,7 @@ export class OrderedQueue<T = Entry> {
   }
 
   private advance(): void {
+    this.waiting -= this.items[this.head]!.weight;
     this.items[this.head++] = undefined;
     if (this.head > 4096) {
       this.items.splice(0, this.head);

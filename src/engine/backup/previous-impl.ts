@@ -32,10 +32,10 @@ export class PreviousImpl {
     private readonly emit: Emit,
   ) {}
 
-  static async open(store: Store, name: string | null, emit: Emit): Promise<PreviousImpl> {
+  static async open(store: Store, name: string | null, emit: Emit, opts: { hash?: boolean } = {}): Promise<PreviousImpl> {
     if (!name) return new PreviousImpl(null, emit);
     try {
-      const p = new PreviousImpl(await ImplReader.open(store, implPath(name)), emit);
+      const p = new PreviousImpl(await ImplReader.open(store, implPath(name), opts), emit);
       await p.step();
       return p;
     } catch (err) {
@@ -161,6 +161,11 @@ export class PreviousImpl {
       onRemoved();
       await this.step();
     }
+  }
+
+  /** Opened with `hash`, once rest() resolved: the impl file's sha256 and size; null when it became unreadable. */
+  async digest(): Promise<{ sha256: string; bytes: number } | null> {
+    return this.reader ? this.reader.digest().catch(() => null) : null;
   }
 
   close(): void {

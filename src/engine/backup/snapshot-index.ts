@@ -9,7 +9,8 @@ import type { Store } from '../../store/store.js';
 import { b } from '../../store/store.js';
 import { join } from '../../util/bpath.js';
 import type { Emit } from '../events.js';
-import { implPath, META } from '../layout.js';
+import { META, mkdirIfMissing } from '../layout.js';
+import { LocalStore } from '../../store/local/local-store.js';
 
 /**
  * The snapshot index (docs/DESIGN.md, "Previous index"): beside the newest impl, a binary copy of
@@ -40,6 +41,8 @@ const R_MTNS = 40;
 const R_CTNS = 44;
 const R_CTS = 48;
 const REUSABLE = 1;
+/** An ordinal meaning "not in the impl". */
+export const NO_ORDINAL = 0xffffffff;
 const SPARSE = 2;
 const TYPE_CODE: Record<string, number> = { file: 1, symlink: 2, dir: 3 };
 
@@ -48,6 +51,8 @@ export interface IndexMeta {
   snapshot: string;
   /** sha256 of the impl file's bytes: the index is used only with exactly that impl. */
   impl: string;
+  /** The impl file's size (a remote store's impl is checked by size first, by sha256 as it is read). */
+  implBytes?: number;
   entries: number;
   /** What the walk depended on (sources, excludes, owner names, ...): a change turns the index off. */
   fingerprint: string;
@@ -172,15 +177,15 @@ export class IndexReader {
   private constructor(
     private readonly fd: number,
     private readonly dirs: Map<string, [number, number]>,
+    readonly meta: IndexMeta,
   ) {}
 
   /**
-   * Opens the index of `snapshot` when it is there, intact, made with exactly that impl and
-   * under the same walk fingerprint; otherwise null (the run then compares against the impl).
+   * Opens the index file `file` of `snapshot` when it is there, intact and made under the same
+   * walk fingerprint, and `checkImpl` accepts the impl it was made with (it throws otherwise);
+   * else null (the run then compares against the impl).
    */
-  static async open(store: Store, snapshot: string, fingerprint: string, emit: Emit): Promise<IndexReader | null> {
-    if (!store.localRoot) return null;
-    const file = path.join(store.localRoot, indexPath(snapshot).toString('latin1'));
+  static async open(file: string, snapshot: string, fingerprint: string, checkImpl: (meta: IndexMeta) => Promise<void>, emit: Emit): Promise<IndexReader | null> {
     let fd: number;
     try {
       fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
@@ -206,8 +211,7 @@ export class IndexReader {
       for (let at = 0; at < metaOff; at += 1 << 20) sha.update(readAt(fd, at, Math.min(1 << 20, metaOff - at)));
       if (sha.digest('hex') !== meta.sha256) throw new Error('its checksum does not match');
       const rest = readAt(fd, tableOff, metaOff - tableOff);
-      const impl = await store.readFile(implPath(snapshot));
-      if (createHash('sha256').update(impl).digest('hex') !== meta.impl) throw new Error('made for another impl');
+      await checkImpl(meta);
       const dirs = new Map<string, [number, number]>();
       const end = metaOff - tableOff;
       for (let o = 0; o < end; ) {
@@ -219,7 +223,7 @@ export class IndexReader {
         dirs.set(key, [off, blen]);
         o += 16 + len;
       }
-      return new IndexReader(fd, dirs);
+      return new IndexReader(fd, dirs, meta);
     } catch (err) {
       fs.closeSync(fd);
       emit({ event: 'info', message: `the index of ${snapshot} is not usable (${errMessage(err)}): this run compares against the impl` });
@@ -238,5 +242,71 @@ export class IndexReader {
 
   close(): void {
     fs.closeSync(this.fd);
+  }
+}
+
+/**
+ * Where a store's indexes live. A local store keeps them in its own .bakker/index/ (the run
+ * writes one into its folder, published with the snapshot). A remote store's index is kept on
+ * this server, in the state dir (BAKKER_STATE_DIR, else /var/lib/bakker) under index/ and a hash
+ * of the store's address: reading it costs no transfer, and the remote impl it was made with is
+ * checked by size before the run and by sha256 as the run reads it (a mismatch fails the run
+ * before anything is published, and drops the index).
+ */
+export class IndexPlace {
+  private constructor(
+    /** The local folder holding published indexes. */
+    readonly dir: string,
+    private readonly store: Store,
+    readonly remote: boolean,
+  ) {}
+
+  static for(store: Store, stateDir: string): IndexPlace | null {
+    if (store.localRoot) return new IndexPlace(path.join(store.localRoot, INDEX_DIR.toString('latin1')), store, false);
+    const dir = path.join(stateDir, 'index', createHash('sha256').update(store.url).digest('hex').slice(0, 32));
+    try {
+      fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+      fs.accessSync(dir, fs.constants.W_OK);
+    } catch {
+      return null; // no state dir to keep it in: the ordinary path
+    }
+    return new IndexPlace(dir, new LocalStore(dir), true);
+  }
+
+  file(name: string): string {
+    return path.join(this.dir, name);
+  }
+
+  /** Starts writing the index of snapshot `name` (in the run's folder `runDir` on a local store). */
+  writer(name: string, runDir: Buffer): IndexWriter {
+    return this.remote ? new IndexWriter(this.store, b(`.run-${name}`)) : new IndexWriter(this.store, join(runDir, 'index'));
+  }
+
+  /**
+   * A local store: moves the run's index into .bakker/index/ (before the impl, the commit point).
+   * A remote one: keeps the index, once the snapshot is published.
+   */
+  async publish(name: string, runDir: Buffer): Promise<void> {
+    if (this.remote) return this.store.rename(b(`.run-${name}`), b(name));
+    await mkdirIfMissing(this.store, INDEX_DIR);
+    await this.store.rename(join(runDir, 'index'), indexPath(name));
+  }
+
+  /** Only the newest snapshot's index is ever read: older ones (and any a failed run left) go. */
+  async keepOnly(name: string): Promise<void> {
+    const base = this.remote ? Buffer.alloc(0) : INDEX_DIR;
+    for (const other of await this.store.readdir(base).catch(() => [])) {
+      if (other.toString('latin1') !== name) await this.store.remove(join(base, other)).catch(() => undefined);
+    }
+  }
+
+  /** Drops the index of `name` (it did not match its impl). */
+  drop(name: string): void {
+    fs.rmSync(this.file(name), { force: true });
+  }
+
+  /** A failed run: its unpublished index goes (a local store's goes with the run's folder). */
+  abandon(name: string): void {
+    if (this.remote) fs.rmSync(this.file(`.run-${name}`), { force: true });
   }
 }

@@ -9,7 +9,13 @@ import { Semaphore } from '../../util/semaphore.js';
 import type { Emit, Progress } from '../events.js';
 import type { WriterStats } from '../summary.js';
 import { LINK_BATCH, LinkBatch } from './link-batch.js';
-import { PromiseJob, type Decide, type Job } from './ordered-queue.js';
+import { LazyJob, PromiseJob, type Decide, type Job } from './ordered-queue.js';
+
+/** The links of one fast-path run: where each part of it sits in which batch. */
+export interface LinkRun {
+  job: Job;
+  parts: { batch: LinkBatch; first: number; count: number }[];
+}
 
 const MAX_TRIES = 3;
 
@@ -137,6 +143,63 @@ export class StoreWriter {
     const index = b.add(e.path);
     if (b.size >= LINK_BATCH) this.flushLinks();
     return { job: b, decide: () => this.linked(b.code(index), e, fallback) };
+  }
+
+  /**
+   * The remote fast path: links the unchanged files `names` of directory `rel` (the scan found
+   * them unchanged) from the previous snapshot, in the link batches. One job for the run;
+   * linkRunFailures() then tells which links failed.
+   */
+  linkRun(rel: Buffer, names: Buffer[]): LinkRun {
+    const parts: LinkRun['parts'] = [];
+    for (let k = 0; k < names.length; ) {
+      if (!this.batch || !this.batch.idle) this.batch = new LinkBatch(this.store, this.prevTree!, this.tree, this.linkSlots);
+      const batch = this.batch;
+      const first = batch.size;
+      const n = Math.min(names.length - k, LINK_BATCH - first);
+      for (const end = k + n; k < end; k++) batch.add(join(rel, names[k]!));
+      parts.push({ batch, first, count: n });
+      if (batch.size >= LINK_BATCH) this.flushLinks();
+    }
+    const job: Job =
+      parts.length === 1
+        ? parts[0]!.batch
+        : new LazyJob(async () => {
+            for (const p of parts) {
+              await p.batch.wait();
+              if (p.batch.failure !== undefined) throw p.batch.failure;
+            }
+          });
+    return { job, parts };
+  }
+
+  /** Which links of a settled run failed (their positions in it); a failure other than ENOENT is a store error. */
+  static linkRunFailures(run: LinkRun, rel: Buffer, names: Buffer[]): number[] {
+    const failed: number[] = [];
+    let k = 0;
+    for (const p of run.parts) {
+      for (let i = 0; i < p.count; i++, k++) {
+        const code = p.batch.code(p.first + i);
+        if (code === null) continue;
+        if (code !== 'ENOENT') throw Object.assign(new Error(`${code}: cannot link ${display(join(rel, names[k]!))} in the store`), { code });
+        failed.push(k);
+      }
+    }
+    return failed;
+  }
+
+  /**
+   * A fast-path link that failed because the previous snapshot's copy is gone: the entry
+   * (decoded from its previous line, which the scan found still true) is copied anew.
+   */
+  relink(e: Entry, abs: Buffer): Promise<boolean> {
+    this.stats.linked--;
+    this.stats.bytesLinked -= e.size;
+    this.progress.linked--;
+    this.emit({ event: 'warning', path: display(e.path), message: 'stored copy in the previous snapshot is missing: copying anew' });
+    delete e.sum;
+    delete e.raw;
+    return e.type === 'symlink' ? this.symlink(e) : this.copy(e, abs);
   }
 
   /** The outcome of a reuse link: kept, copied anew (old copy gone), or a store error. */

@@ -1,6 +1,6 @@
 import type { Client } from 'ssh2';
 import { BakkerError } from '../../errors.js';
-import { FXF_CREAT, FXF_EXCL, FXF_TRUNC, type SftpAttrs, type SftpClient, type SftpStatvfs } from './sftp-client.js';
+import { FXF_CREAT, FXF_EXCL, FXF_TRUNC, type SftpAttrs, type SftpClient, type SftpError, type SftpStatvfs } from './sftp-client.js';
 
 /** What the SFTP store needs from an SFTP session (SftpClient, or ResilientSftp around it). */
 export type Sftp = Pick<
@@ -24,6 +24,7 @@ export type Sftp = Pick<
   | 'lsetstat'
   | 'posixRename'
   | 'hardlink'
+  | 'hardlinkMany'
   | 'fsync'
   | 'statvfs'
   | 'inFlight'
@@ -297,6 +298,28 @@ export class ResilientSftp implements Sftp {
       (s) => s.hardlink(existing, link),
       (err) => this.madeBefore(link, err),
     );
+  }
+
+  /** Sent again after a drop: a link found made (by the run before the drop) counts as done. */
+  async hardlinkMany(fromDir: Buffer, toDir: Buffer, rels: Buffer[]): Promise<(SftpError | null)[]> {
+    for (let again = false; ; again = true) {
+      const generation = this.generation;
+      let results: (SftpError | null)[];
+      try {
+        results = await this.session.sftp.hardlinkMany(fromDir, toDir, rels);
+      } catch (err) {
+        if (!lost(err)) throw err;
+        await this.reconnect(generation, err);
+        continue;
+      }
+      if (again) {
+        for (let k = 0; k < results.length; k++) {
+          const err = results[k];
+          if (err && (await this.madeBefore(Buffer.concat([toDir, Buffer.from('/'), rels[k]!]), err)) !== FAIL) results[k] = null;
+        }
+      }
+      return results;
+    }
   }
 
   setstat(p: Buffer, attrs: SftpAttrs): Promise<void> {

@@ -197,9 +197,22 @@ class Reader {
   }
 }
 
+/** Requests sent together under consecutive ids, answered into one array (see hardlinkMany). */
+interface Run {
+  first: number;
+  count: number;
+  left: number;
+  results: (SftpError | null)[];
+  paths: Buffer[];
+  resolve: (r: (SftpError | null)[]) => void;
+  reject: (err: Error) => void;
+}
+
 export class SftpClient {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
+  private runs: Run[] = [];
+  private runRequests = 0;
   private inbox: Buffer[] = [];
   private inboxBytes = 0;
   private closedWith: Error | null = null;
@@ -212,6 +225,9 @@ export class SftpClient {
       this.closedWith ??= err;
       for (const p of this.pending.values()) p.reject(new SftpError('ECONNRESET', `SFTP connection lost during ${p.what}: ${err.message}`));
       this.pending.clear();
+      for (const r of this.runs) r.reject(new SftpError('ECONNRESET', `SFTP connection lost during hardlink: ${err.message}`));
+      this.runs = [];
+      this.runRequests = 0;
     };
     chan.on('close', () => fail(new Error('channel closed')));
     chan.on('error', (err: Error) => fail(err));
@@ -258,7 +274,7 @@ export class SftpClient {
       if (p) {
         this.pending.delete(id);
         p.resolve({ type, body });
-      }
+      } else if (this.runs.length > 0) this.runReply(id, type, body);
     }
   }
 
@@ -284,7 +300,7 @@ export class SftpClient {
     this.out.push(pkt);
     this.outBytes += pkt.length;
     if (this.outBytes >= 256 * 1024) this.flushOut();
-    else if (this.out.length === 1) queueMicrotask(() => this.flushOut());
+    else if (this.out.length === 1) setImmediate(() => this.flushOut());
   }
 
   private flushOut(): void {
@@ -428,6 +444,72 @@ export class SftpClient {
     return this.expectStatus(EXTENDED, 'rename', from, (k) => k.bytes(Buffer.from(this.ext('posix-rename@openssh.com'))).bytes(from).bytes(to));
   }
 
+  /** A reply to a request of a run: its result goes into the run's array. */
+  private runReply(id: number, type: number, body: Buffer): void {
+    for (let i = 0; i < this.runs.length; i++) {
+      const r = this.runs[i]!;
+      const k = id - r.first;
+      if (k < 0 || k >= r.count) continue;
+      let result: SftpError | null = null;
+      try {
+        SftpClient.status({ type, body }, 'hardlink', r.paths[k]);
+      } catch (err) {
+        result = err as SftpError;
+      }
+      r.results[k] = result;
+      this.runRequests--;
+      if (--r.left === 0) {
+        this.runs.splice(i, 1);
+        r.resolve(r.results);
+      }
+      return;
+    }
+  }
+
+  /**
+   * Hard links `fromDir/rel` -> `toDir/rel` for each of `rels` (hardlink@openssh.com), sent in
+   * one write under consecutive request ids and answered into one array: each link's failure, or
+   * null. No promise or packet object per link: this is the hot path of an incremental run.
+   * Rejects (ECONNRESET) when the connection is lost; some links may have been made by then.
+   */
+  hardlinkMany(fromDir: Buffer, toDir: Buffer, rels: Buffer[]): Promise<(SftpError | null)[]> {
+    if (rels.length === 0) return Promise.resolve([]);
+    if (this.closedWith) return Promise.reject(new SftpError('ECONNRESET', `SFTP connection lost: ${this.closedWith.message}`));
+    const ext = Buffer.from(this.ext('hardlink@openssh.com'));
+    const fixed = 4 + 1 + 4 + 4 + ext.length + 4 + fromDir.length + 1 + 4 + toDir.length + 1;
+    let size = 0;
+    for (const r of rels) size += fixed + 2 * r.length;
+    if (this.nextId + rels.length >= 0xffff_fffe) this.nextId = 1; // ids of one run stay consecutive
+    const first = this.nextId;
+    this.nextId += rels.length;
+    const buf = Buffer.allocUnsafe(size);
+    const paths: Buffer[] = [];
+    let o = 0;
+    for (let k = 0; k < rels.length; k++) {
+      const r = rels[k]!;
+      o = buf.writeUInt32BE(fixed + 2 * r.length - 4, o);
+      buf[o++] = EXTENDED;
+      o = buf.writeUInt32BE(first + k, o);
+      o = buf.writeUInt32BE(ext.length, o);
+      o += ext.copy(buf, o);
+      o = buf.writeUInt32BE(fromDir.length + 1 + r.length, o);
+      o += fromDir.copy(buf, o);
+      buf[o++] = 0x2f;
+      o += r.copy(buf, o);
+      const linkAt = o + 4;
+      o = buf.writeUInt32BE(toDir.length + 1 + r.length, o);
+      o += toDir.copy(buf, o);
+      buf[o++] = 0x2f;
+      o += r.copy(buf, o);
+      paths.push(buf.subarray(linkAt, o));
+    }
+    return new Promise((resolve, reject) => {
+      this.runs.push({ first, count: rels.length, left: rels.length, results: new Array(rels.length).fill(null), paths, resolve, reject });
+      this.runRequests += rels.length;
+      this.send(buf);
+    });
+  }
+
   /** A hard link `link` to `existing` (hardlink@openssh.com). */
   hardlink(existing: Buffer, link: Buffer): Promise<void> {
     return this.expectStatus(EXTENDED, 'hardlink', link, (k) => k.bytes(Buffer.from(this.ext('hardlink@openssh.com'))).bytes(existing).bytes(link));
@@ -445,7 +527,7 @@ export class SftpClient {
 
   /** Requests sent and not yet answered. */
   get inFlight(): number {
-    return this.pending.size;
+    return this.pending.size + this.runRequests;
   }
 
   end(): void {

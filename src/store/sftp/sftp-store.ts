@@ -328,17 +328,13 @@ export class SftpStore implements Store {
 
   /** All at once: the round trip, not the server, is the cost of a link. */
   async linkMany(fromDir: Buffer, toDir: Buffer, rels: Buffer[]): Promise<(string | null)[]> {
-    const from = this.abs(fromDir);
     const to = this.abs(toDir);
-    const join = (d: Buffer, r: Buffer) => Buffer.concat([d, Buffer.from('/'), r]);
-    return Promise.all(
-      rels.map((r) =>
-        this.sftp.hardlink(join(from, r), join(to, r)).then(
-          () => null,
-          async (err) => errnoCode(await this.classify(err, join(to, r), true)) ?? 'EIO',
-        ),
-      ),
-    );
+    const results = await this.sftp.hardlinkMany(this.abs(fromDir), to, rels);
+    const out: (string | null)[] = new Array(results.length).fill(null);
+    for (let k = 0; k < results.length; k++) {
+      if (results[k]) out[k] = errnoCode(await this.classify(results[k], Buffer.concat([to, Buffer.from('/'), rels[k]!]), true)) ?? 'EIO';
+    }
+    return out;
   }
 
   rename(from: Buffer, to: Buffer): Promise<void> {
