@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { Config, TargetConfig } from '../config/config.js';
 import { newProgress } from '../engine/events.js';
 import { runBackup } from '../engine/backup/backup.js';
-import { usageError } from '../errors.js';
+import { BakkerError, errMessage, usageError } from '../errors.js';
 import { createMatcher, parseExcludeFile, PatternError } from '../scan/exclude.js';
 import { openStore, type SshOptions } from '../store/open.js';
 import type { Store } from '../store/store.js';
@@ -12,7 +12,9 @@ import { HASH_ALGOS, type HashAlgo } from '../util/hash.js';
 import { bytes, count, duration } from '../ui/format.js';
 import type { Output } from '../ui/output.js';
 import { parse, sshOptions } from './args.js';
-import { EXIT } from './exit-codes.js';
+import { EXIT, exitCodeOf } from './exit-codes.js';
+import { listStore } from '../engine/layout.js';
+import type { SnapshotSummary } from '../engine/summary.js';
 
 export const help = `Usage: bakker backup [SOURCE...] --store DIR [options]
        bakker backup -c CONFIG [--target NAME] [options]
@@ -65,7 +67,9 @@ const OPTIONS = {
 
 interface Plan {
   sources: string[];
-  stores: Pick<TargetConfig, "name" | "store" | "identity" | "knownHosts" | "hostKey" | "reconnectFor">[];
+  stores: Pick<TargetConfig, 'name' | 'store' | 'identity' | 'knownHosts' | 'hostKey' | 'reconnectFor' | 'from'>[];
+  /** Every target of the config (a target fed from another needs that one's store). */
+  all: TargetConfig[];
   exclude: string[];
   oneFileSystem: boolean;
   checksum: HashAlgo | undefined;
@@ -113,7 +117,7 @@ export async function planBackup(argv: string[]): Promise<Plan> {
       throw usageError(`bakker backup: source ${s} cannot be read (${(err as NodeJS.ErrnoException).code}): check the path`);
     }
   }
-  return { sources, stores, exclude, oneFileSystem: v['one-file-system'] ?? config?.oneFileSystem ?? false, checksum, job: v.job ?? config?.job, dryRun: v['dry-run'] === true, noSpaceCheck: v['no-space-check'] === true, ssh: sshOptions(v) };
+  return { sources, stores, all: config?.targets ?? [], exclude, oneFileSystem: v['one-file-system'] ?? config?.oneFileSystem ?? false, checksum, job: v.job ?? config?.job, dryRun: v['dry-run'] === true, noSpaceCheck: v['no-space-check'] === true, ssh: sshOptions(v) };
 }
 
 function matcherOf(exclude: string[]) {
@@ -146,52 +150,121 @@ async function withStoreConfig(store: Store, plan: Plan, out: Output): Promise<{
   return { plan: next, storeConfig: sc.state, ...(sc.state === 'cached' ? { note: sc.why } : {}) };
 }
 
+type Target = Plan['stores'][number];
+
 export async function run(argv: string[], out: Output, signal: AbortSignal): Promise<number> {
   const plan0 = await planBackup(argv);
   matcherOf(plan0.exclude); // bad patterns are a usage error before any connection
+  // Targets read from the sources first; then those fed from a local target's newest snapshot.
+  const order = [...plan0.stores.filter((t) => !t.from), ...plan0.stores.filter((t) => t.from)];
   let code: number = EXIT.OK;
-  for (const target of plan0.stores) {
-    const ssh = { ...plan0.ssh, identity: plan0.ssh.identity ?? target.identity, knownHosts: plan0.ssh.knownHosts ?? target.knownHosts, fingerprint: plan0.ssh.fingerprint ?? target.hostKey, reconnectFor: plan0.ssh.reconnectFor ?? target.reconnectFor, log: (message: string) => out.emit({ event: 'info', message }) };
-    const store = await openStore(target.store, { ...(plan0.dryRun ? { mayBeMissing: true } : { create: true }), ssh });
+  let failure: unknown;
+  for (const [i, target] of order.entries()) {
+    try {
+      const c = target.from ? await copyTarget(target, plan0, out, signal) : await backupTarget(target, plan0, out, signal);
+      if (c !== EXIT.OK && code === EXIT.OK) code = c;
+    } catch (err) {
+      if (order.length === 1) throw err;
+      // One target failing does not stop the others; the run still fails.
+      failure ??= err;
+      const message = err instanceof BakkerError ? err.message : errMessage(err);
+      out.emit({ event: 'error', target: target.name, code: err instanceof BakkerError ? err.code : 'INTERNAL', message, exitCode: exitCodeOf(err) });
+      if (i === order.length - 1) break;
+    }
+  }
+  if (failure !== undefined) return exitCodeOf(failure);
+  return code;
+}
+
+function sshFor(target: Target, plan: Plan, out: Output): SshOptions {
+  return { ...plan.ssh, identity: plan.ssh.identity ?? target.identity, knownHosts: plan.ssh.knownHosts ?? target.knownHosts, fingerprint: plan.ssh.fingerprint ?? target.hostKey, reconnectFor: plan.ssh.reconnectFor ?? target.reconnectFor, log: (message: string) => out.emit({ event: 'info', message }) };
+}
+
+function report(out: Output, s: SnapshotSummary, url: string): void {
+  out.line(`snapshot ${s.snapshot} on ${url}${s.previous ? ` (previous ${s.previous})` : ' (first, full)'}`);
+  out.line(`  ${count(s.entries)} entries: ${count(s.added)} new, ${count(s.changed)} changed, ${count(s.unchanged)} unchanged, ${count(s.removed)} removed`);
+  out.line(`  copied ${count(s.copied)} files (${bytes(s.bytesCopied)}), linked ${count(s.linked)} (${bytes(s.bytesLinked)}), in ${duration(s.durationMs)}`);
+  if (s.unreadable) out.line(`  ${count(s.unreadable)} entries could not be read (see warnings): exit code 3`);
+}
+
+/**
+ * A target fed from a local target (docs/CONFIG.md, "Several targets"): the newest snapshot
+ * there is copied, sending only what the store's newest snapshot lacks. The sources are not
+ * read again; a store that missed runs catches up in one go.
+ */
+async function copyTarget(target: Target, plan: Plan, out: Output, signal: AbortSignal): Promise<number> {
+  const fromTarget = plan.all.find((t) => t.name === target.from)!;
+  const local = await openStore(fromTarget.store);
+  try {
+    const { complete } = await listStore(local);
+    const newest = complete[complete.length - 1];
+    if (!newest) throw new BakkerError('STORE', `target ${target.name} is fed from target ${fromTarget.name}, which has no snapshot yet: run bakker backup for ${fromTarget.name} first`);
+    if (plan.dryRun) {
+      out.line(`dry run: target ${target.name} would get a copy of ${newest} from ${local.url}`);
+      out.summary({ command: 'backup', target: target.name, store: target.store, dryRun: true, from: { target: fromTarget.name, snapshot: newest } });
+      return EXIT.OK;
+    }
+    const store = await openStore(target.store, { create: true, ssh: sshFor(target, plan, out) });
     const progress = newProgress();
     try {
-      const { plan, storeConfig, note } = await withStoreConfig(store, plan0, out);
-      const matcher = matcherOf(plan.exclude);
-      if (plan.sources !== plan0.sources) {
-        for (const s of plan.sources) {
-          if (!fs.existsSync(s)) throw usageError(`bakker backup: source ${s} (from the config on the store) does not exist here: fix .bakker/config.yaml on ${store.url}`);
-        }
+      const sc = await loadStoreConfig(store);
+      if (sc.state === 'applied' || sc.state === 'cached') {
+        out.emit({ event: 'warning', message: `the config on ${store.url} is not applied: target ${target.name} gets copies of ${fromTarget.name}'s snapshots; give it "from: source" to back up the sources to it directly` });
       }
       out.startProgress(progress, 'backup');
-      const r = await runBackup({
-        store,
-        sources: plan.sources.map((p) => ({ path: p })),
-        exclude: matcher,
-        oneFileSystem: plan.oneFileSystem,
-        checksum: plan.checksum,
-        dryRun: plan.dryRun,
-        noSpaceCheck: plan.noSpaceCheck,
-        job: plan.job,
-        emit: out.emit,
-        progress,
-        signal,
-      });
+      const r = await runBackup({ store, sources: [], from: { store: local, snapshot: newest }, noSpaceCheck: plan.noSpaceCheck, emit: out.emit, progress, signal });
       out.stopProgress();
       const s = r.summary;
-      out.summary({ command: 'backup', target: target.name, store: store.url, dryRun: r.dryRun, storeConfig, ...(note ? { storeConfigNote: note } : {}), ...s });
-      if (r.dryRun) {
-        out.line(`dry run: snapshot ${s.snapshot} would copy ${count(s.added + s.changed)} files (${bytes(s.bytesCopied)}), link ${count(s.unchanged)}; ${count(s.removed)} entries gone since ${s.previous ?? 'nothing'}`);
-      } else {
-        out.line(`snapshot ${s.snapshot} on ${store.url}${s.previous ? ` (previous ${s.previous})` : ' (first, full)'}`);
-        out.line(`  ${count(s.entries)} entries: ${count(s.added)} new, ${count(s.changed)} changed, ${count(s.unchanged)} unchanged, ${count(s.removed)} removed`);
-        out.line(`  copied ${count(s.copied)} files (${bytes(s.bytesCopied)}), linked ${count(s.linked)} (${bytes(s.bytesLinked)}), in ${duration(s.durationMs)}`);
-        if (s.unreadable) out.line(`  ${count(s.unreadable)} entries could not be read (see warnings): exit code 3`);
+      out.summary({ command: 'backup', target: target.name, store: store.url, dryRun: false, from: { target: fromTarget.name, store: local.url, snapshot: newest }, ...(r.upToDate ? { upToDate: r.upToDate } : {}), ...s });
+      if (r.upToDate) out.line(`target ${target.name}: nothing to copy: ${r.upToDate}`);
+      else {
+        report(out, s, store.url);
+        out.line(`  (a copy of ${newest} on ${local.url})`);
       }
-      if (s.unreadable > 0) code = EXIT.PARTIAL;
+      return s.unreadable > 0 ? EXIT.PARTIAL : EXIT.OK;
     } finally {
       out.stopProgress();
       await store.close();
     }
+  } finally {
+    await local.close();
   }
-  return code;
+}
+
+async function backupTarget(target: Target, plan0: Plan, out: Output, signal: AbortSignal): Promise<number> {
+  const store = await openStore(target.store, { ...(plan0.dryRun ? { mayBeMissing: true } : { create: true }), ssh: sshFor(target, plan0, out) });
+  const progress = newProgress();
+  try {
+    const { plan, storeConfig, note } = await withStoreConfig(store, plan0, out);
+    const matcher = matcherOf(plan.exclude);
+    if (plan.sources !== plan0.sources) {
+      for (const s of plan.sources) {
+        if (!fs.existsSync(s)) throw usageError(`bakker backup: source ${s} (from the config on the store) does not exist here: fix .bakker/config.yaml on ${store.url}`);
+      }
+    }
+    out.startProgress(progress, 'backup');
+    const r = await runBackup({
+      store,
+      sources: plan.sources.map((p) => ({ path: p })),
+      exclude: matcher,
+      oneFileSystem: plan.oneFileSystem,
+      checksum: plan.checksum,
+      dryRun: plan.dryRun,
+      noSpaceCheck: plan.noSpaceCheck,
+      job: plan.job,
+      emit: out.emit,
+      progress,
+      signal,
+    });
+    out.stopProgress();
+    const s = r.summary;
+    out.summary({ command: 'backup', target: target.name, store: store.url, dryRun: r.dryRun, storeConfig, ...(note ? { storeConfigNote: note } : {}), ...s });
+    if (r.dryRun) {
+      out.line(`dry run: snapshot ${s.snapshot} would copy ${count(s.added + s.changed)} files (${bytes(s.bytesCopied)}), link ${count(s.unchanged)}; ${count(s.removed)} entries gone since ${s.previous ?? 'nothing'}`);
+    } else report(out, s, store.url);
+    return s.unreadable > 0 ? EXIT.PARTIAL : EXIT.OK;
+  } finally {
+    out.stopProgress();
+    await store.close();
+  }
 }

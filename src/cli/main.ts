@@ -9,6 +9,7 @@ interface Command {
 
 /** Commands load on demand: a run pays only for the code it uses (time and memory). */
 const COMMANDS: Record<string, () => Promise<Command>> = {
+  init: () => import('./init.js'),
   backup: () => import('./backup.js'),
   list: () => import('./list.js'),
   diff: () => import('./diff.js'),
@@ -22,6 +23,7 @@ const USAGE = `Usage: bakker COMMAND [options]
 Reverse-incremental hard-link snapshots of a Linux server.
 
 Commands:
+  init      set this server up for a store: SSH key, host key, starter config
   backup    make a snapshot (first run full, then incremental)
   list      list the snapshots on a store
   diff      show what changed between two snapshots

@@ -26,6 +26,11 @@ export interface TargetConfig {
   hostKey?: string;
   /** Seconds a dropped connection is retried (default 300). */
   reconnectFor?: number;
+  /**
+   * Where the target's snapshots come from: undefined, the sources; else the name of a local
+   * target whose newest snapshot is copied (docs/CONFIG.md, "Several targets").
+   */
+  from?: string;
 }
 
 type Where = (string | number)[];
@@ -93,7 +98,7 @@ function describe(v: unknown): string {
 }
 
 const TOP = ['job', 'sources', 'exclude', 'exclude_from', 'one_file_system', 'checksum', 'targets'];
-const TARGET = ['store', 'identity', 'known_hosts', 'host_key', 'reconnect_for'];
+const TARGET = ['store', 'identity', 'known_hosts', 'host_key', 'reconnect_for', 'from'];
 
 /** Parses YAML text into its value and a Checker that reports problems with file and line. */
 export function parseYaml(text: string, file: string): { c: Checker; raw: unknown } {
@@ -173,9 +178,21 @@ export function parseConfig(text: string, file: string): Config {
     if (!target.store.startsWith('sftp://') && (target.identity ?? target.knownHosts ?? target.hostKey ?? target.reconnectFor) !== undefined) {
       c.fail(['targets', name], 'identity, known_hosts, host_key and reconnect_for are for sftp:// stores only');
     }
+    if (t.from !== undefined) target.from = c.str(['targets', name, 'from'], t.from, '"source" or the name of a local target');
     targets.push(target);
   }
   if (targets.length === 0) c.fail(['targets'], 'expected at least one target');
+  // Remote targets are fed from the first local one, unless they say `from: source`.
+  const local = targets.find((t) => !t.store.startsWith('sftp://') && (t.from === undefined || t.from === 'source'));
+  for (const t of targets) {
+    if (t.from === 'source') delete t.from;
+    else if (t.from !== undefined) {
+      const f = targets.find((x) => x.name === t.from);
+      if (!f || f === t) throw c.fail(['targets', t.name, 'from'], `"${t.from}" is not another target here (targets: ${targets.map((x) => x.name).join(', ')}); or write "source"`);
+      if (f.store.startsWith('sftp://')) c.fail(['targets', t.name, 'from'], `"${t.from}" is an sftp:// target: a target can only be fed from a local folder target`);
+      if (f.from !== undefined && f.from !== 'source') c.fail(['targets', t.name, 'from'], `"${t.from}" is itself fed from "${f.from}": feed this one from "${f.from}" too`);
+    } else if (local && t !== local && t.store.startsWith('sftp://')) t.from = local.name;
+  }
   return { file, job, sources, exclude, excludeFrom, oneFileSystem, checksum, targets };
 }
 

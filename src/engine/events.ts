@@ -8,6 +8,8 @@ export type BakkerEvent =
   | { event: 'start'; command: string; store: string; snapshot?: string; previous?: string | null; dryRun?: boolean; indexed?: boolean }
   | { event: 'warning'; path?: string; message: string }
   | { event: 'info'; message: string }
+  /** One target of several failed (the others go on); a run's own failure is reported by main. */
+  | { event: 'error'; target: string; code: string; message: string; exitCode: number }
   | { event: 'entry'; change: string; path: string }
   | { event: 'problem'; snapshot: string; path?: string; message: string }
   | { event: 'snapshot'; name: string; entries: number; bytes: number; newBytes: number; start?: string; durationMs?: number }

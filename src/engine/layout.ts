@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import fs from 'node:fs';
 import { BakkerError, errnoCode } from '../errors.js';
@@ -88,7 +89,14 @@ export interface StoreListing {
 }
 
 export async function listStore(store: Store): Promise<StoreListing> {
-  const names = (await store.readdir(b(''))).map((n) => n.toString('latin1'));
+  const [root, runs] = await Promise.all([
+    store.readdir(b('')),
+    store.readdir(RUN_DIR).catch((err) => {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+      return [] as Buffer[];
+    }),
+  ]);
+  const names = root.map((n) => n.toString('latin1'));
   const dirs = new Set<string>();
   const impls = new Set<string>();
   const diffs = new Set<string>();
@@ -98,11 +106,7 @@ export async function listStore(store: Store): Promise<StoreListing> {
     else if (n.endsWith('.diff') && isSnapshotName(n.slice(0, -5))) diffs.add(n.slice(0, -5));
   }
   const used = new Set([...dirs, ...impls, ...diffs]);
-  try {
-    for (const n of await store.readdir(RUN_DIR)) used.add(n.toString('latin1'));
-  } catch (err) {
-    if (errnoCode(err) !== 'ENOENT') throw err;
-  }
+  for (const n of runs) used.add(n.toString('latin1'));
   const complete = [...dirs].filter((d) => impls.has(d)).sort(compareSnapshotNames);
   const incomplete = [...new Set([...dirs, ...diffs])].filter((d) => !impls.has(d)).sort(compareSnapshotNames);
   return { complete, used, incomplete };
@@ -120,12 +124,22 @@ export async function resolveSnapshot(store: Store, arg: string): Promise<string
   throw new BakkerError('NOT_FOUND', `no snapshot "${arg}" on ${store.url}: see 'bakker list --store ${store.url}'`);
 }
 
-/** Points `latest` at `name` by renaming a new symlink over the old one (atomic). */
+/**
+ * Points `latest` at `name` by renaming a new symlink over the old one (atomic). The symlink's
+ * name is this run's own, so nothing needs removing first; on an ordered store the rename goes
+ * out with the symlink (if the symlink fails, the rename finds nothing and `latest` stays).
+ */
 export async function setLatest(store: Store, name: string): Promise<void> {
-  const tmp = b(`${META}/latest.tmp`);
-  await store.remove(tmp);
-  await store.symlink(b(name), tmp);
-  await store.rename(tmp, LATEST);
+  const tmp = b(`${META}/latest.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const made = store.symlink(b(name), tmp);
+  if (!store.caps.ordered) await made;
+  const renamed = store.rename(tmp, LATEST);
+  try {
+    await Promise.all([made, renamed]);
+  } catch (err) {
+    await store.remove(tmp).catch(() => undefined);
+    throw err;
+  }
 }
 
 interface LockInfo {

@@ -45,10 +45,11 @@ export async function leaveRequest(store: Store, wantBytes: number, message: str
 }
 
 /** Refuses a run that cannot fit; warns (and asks for space) when one like the last may not. */
-export async function checkSpace(store: Store, last: Last | null, warn: (message: string) => void): Promise<void> {
+export async function checkSpace(store: Store, lastRun: Last | null | Promise<Last | null>, warn: (message: string) => void): Promise<void> {
+  // the summary and the free space are asked for together
+  const [last, free] = await Promise.all([lastRun, store.statvfs()]);
   const need = estimateNeed(last);
   if (!need) return;
-  const free = await store.statvfs();
   let short: string | null = null;
   if (free.freeBytes < need.bytes) short = `about ${bytes(need.bytes)} needed for the snapshot's folders and impl alone, ${bytes(free.freeBytes)} free`;
   else if (free.freeInodes < need.inodes) short = `about ${count(need.inodes)} inodes needed for the snapshot's folders alone, ${count(free.freeInodes)} free`;

@@ -25,6 +25,12 @@ export interface StoreCaps {
   inodes: boolean;
   /** Useful number of requests in flight. */
   inFlight: number;
+  /**
+   * Requests are carried out in the order they are sent, so a request may go out before the one
+   * it depends on has answered (SFTP: the server handles them one after another). Only for
+   * single-request operations (mkdir, symlink, rename, link), never for remove() or writeFile().
+   */
+  ordered?: boolean;
 }
 
 export interface StoreStat {

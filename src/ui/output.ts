@@ -30,6 +30,9 @@ export class Output {
       case 'info':
         this.errLine(ev.message);
         break;
+      case 'error':
+        this.errLine(`bakker: target ${ev.target}: ${ev.message}`);
+        break;
       case 'problem':
         this.line(`problem: ${ev.snapshot}${ev.path ? ` ${ev.path}` : ''}: ${ev.message}`);
         break;

@@ -150,6 +150,60 @@ test('remote fast path: unchanged files found through this server\'s index of th
   assert.equal(run().start.indexed, true, 'and the run after that has an index again');
 });
 
+test('bakker init: makes a key, refuses a host key nothing vouches for, records a vouched one, says how to authorize the key, then checks the store and writes a config that backs up', () => {
+  const port = new URL(acc.url).port;
+  const dir = path.join(work, 'init');
+  const config = path.join(dir, 'bakker.yaml');
+  const user = sshd.nextAccountName();
+  const url = `sftp://${user}@127.0.0.1:${port}/backups/server6`;
+  const tree = path.join(work, 'src6');
+  build(tree, [{ file: 'x.txt', content: 'x' }]);
+  const env = { HOME: dir }; // not this machine's ~/.ssh/known_hosts
+  const init = (...extra: string[]) => bakker(['init', '--store', url, '--config', config, '--source', tree, ...extra], { env });
+
+  const r1 = init();
+  assert.equal(r1.code, 1, r1.stderr);
+  const unknown = new RegExp(`^bakker: the host key of 127\\.0\\.0\\.1:${port} is not known yet \\((SHA256:[A-Za-z0-9+/]{43})\\): compare it .* run bakker init again with --host-key SHA256:\\S+, or with --trust-on-first-use if the network to it can be trusted now$`, 'm');
+  const fp = unknown.exec(r1.stderr)?.[1];
+  assert.ok(fp, r1.stderr);
+  assert.equal(fs.statSync(path.join(dir, 'id_ed25519')).mode & 0o777, 0o600, 'a private key, readable by root only');
+  assert.match(fs.readFileSync(path.join(dir, 'id_ed25519.pub'), 'utf8'), /^ssh-ed25519 \S+ bakker@/);
+  assert.match(fs.readFileSync(config, 'utf8'), new RegExp(`store: "${url}"`));
+  assert.ok(!fs.existsSync(path.join(dir, 'known_hosts')), 'nothing recorded');
+  const fpOfHost = sh('ssh-keygen', ['-lf', '-'], { input: sshd.hostKey }).split(' ')[1];
+  assert.equal(fp, fpOfHost, 'the fingerprint shown is the one ssh-keygen prints for the host key');
+
+  const r2 = init('--host-key', `SHA256:${'A'.repeat(43)}`);
+  assert.equal(r2.code, 1);
+  assert.match(r2.stderr, unknown, 'a fingerprint that does not match is refused too');
+
+  const r3 = init('--host-key', fp!);
+  assert.equal(r3.code, 1);
+  assert.match(r3.stderr, new RegExp(`^bakker: ${user}@127\\.0\\.0\\.1 does not accept the key ${dir}/id_ed25519 yet: on the storage server, as root, run 'bakker storage add-client ${user} --pubkey FILE'`, 'm'));
+  assert.ok(r3.stdout.includes(fs.readFileSync(path.join(dir, 'id_ed25519.pub'), 'utf8').trim()), 'the public key is printed');
+  assert.equal(fs.readFileSync(path.join(dir, 'known_hosts'), 'utf8'), `[127.0.0.1]:${port} ${sshd.hostKey}\n`, 'recorded as OpenSSH writes it');
+
+  // The admin adds the client with that key; init now passes without any host key option.
+  assert.equal(sshd.addAccount({ pubkey: path.join(dir, 'id_ed25519.pub') }).user, user);
+  const r4 = init('--json');
+  assert.equal(r4.code, 0, r4.stderr);
+  const sum = jsonLines(r4.stdout).find((e) => e.event === 'summary')!;
+  assert.equal(sum.keyMade, false);
+  assert.equal(sum.configMade, false, 'the config written on the first try is kept');
+  assert.ok((sum.freeBytes as number) > 0);
+  const b = bakker(['backup', '-c', config, '--json'], { env });
+  assert.equal(b.code, 0, b.stderr);
+  const snap = String(jsonLines(b.stdout).find((e) => e.event === 'summary')!.snapshot);
+  assert.equal(fs.readFileSync(path.join(sshd.chrootBase, user, 'backups/server6', snap, tree, 'x.txt'), 'utf8'), 'x');
+
+  // Trust on first use, asked for: an existing authorized key, the host key recorded, done.
+  const dir2 = path.join(work, 'init2');
+  const r5 = bakker(['init', '--store', `${acc.url}/server7`, '--config', path.join(dir2, 'bakker.yaml'), '--identity', acc.key, '--trust-on-first-use'], { env: { HOME: dir2 } });
+  assert.equal(r5.code, 0, r5.stderr);
+  assert.equal(fs.readFileSync(path.join(dir2, 'known_hosts'), 'utf8'), `[127.0.0.1]:${port} ${sshd.hostKey}\n`);
+  assert.match(fs.readFileSync(path.join(dir2, 'bakker.yaml'), 'utf8'), /sources:\n  - "\/etc"/);
+});
+
 test('sftp:// errors are one line that names the fix', () => {
   const wrong = path.join(work, 'wrong_known_hosts');
   fs.writeFileSync(wrong, '');

@@ -33,7 +33,10 @@ export interface Sshd {
   /** The base of the client chroots. */
   chrootBase: string;
   /** A new account; with sizeMB its backups folder is its own loop-mounted ext4 of that size. */
-  addAccount(opts?: { sizeMB?: number }): SftpAccount;
+  /** A chrooted SFTP account made by `bakker storage add-client`; `pubkey`: its key (default: a new one). */
+  addAccount(opts?: { sizeMB?: number; pubkey?: string }): SftpAccount;
+  /** The name the next addAccount() will give (for a client configured before its account exists). */
+  nextAccountName(): string;
   /** A normal shell account (not chrooted; for rsync over ssh in the benchmark): user, key, home. */
   addShellAccount(): { user: string; key: string; home: string };
   /** Stops the server (SIGTERM, by PID) and starts it again on the same port. */
@@ -152,11 +155,12 @@ export async function startSshd(): Promise<Sshd> {
     hostKey,
     storageConfig,
     chrootBase: path.join(base, 'chroot'),
-    addAccount(opts: { sizeMB?: number } = {}): SftpAccount {
+    nextAccountName: () => `${prefix}${users.length}`,
+    addAccount(opts: { sizeMB?: number; pubkey?: string } = {}): SftpAccount {
       // Made the way an admin would: `bakker storage add-client`.
       const user = `${prefix}${users.length}`;
-      const key = path.join(base, 'client', user);
-      sh('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
+      const key = opts.pubkey ? opts.pubkey.replace(/\.pub$/, '') : path.join(base, 'client', user);
+      if (!opts.pubkey) sh('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
       const args = [BIN, 'storage', 'add-client', user, '--pubkey', `${key}.pub`, '--storage-config', storageConfig];
       if (opts.sizeMB) args.push('--size', `${opts.sizeMB}M`);
       const r = spawnSync(process.execPath, args, { encoding: 'utf8' });

@@ -24,6 +24,7 @@ import { checkSpace, leaveRequest } from '../space.js';
 import { bytes } from '../../ui/format.js';
 import { ABANDONED, LazyJob, once, OrderedQueue, PromiseJob, type Decide, type Job } from './ordered-queue.js';
 import { pipelineFor, StoreWriter } from './store-writer.js';
+import { snapshotHeader, walkSnapshot } from './snapshot-walk.js';
 import { readSummaryFile, writeSummary, type SnapshotSummary, type WalkCounts } from '../summary.js';
 
 export interface BackupOptions {
@@ -43,10 +44,18 @@ export interface BackupOptions {
   headerExtra?: Record<string, unknown>;
   /** Skip the check that the store has room for a run like the last one. */
   noSpaceCheck?: boolean;
+  /**
+   * Copy this snapshot of a local store instead of walking `sources` (docs/DESIGN.md, "Several
+   * targets"): the new snapshot takes its name, its entries come from its impl, its content
+   * from its tree, and what the store's newest snapshot already holds is linked there.
+   */
+  from?: { store: Store; snapshot: string };
 }
 
 export interface BackupResult {
   snapshot: string | null;
+  /** With `from`: why nothing was copied (the store has that snapshot, or a newer one). */
+  upToDate?: string;
   previous: string | null;
   dryRun: boolean;
   summary: SnapshotSummary;
@@ -145,49 +154,57 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
   let place: IndexPlace | null = null;
   let name = '';
   try {
-    await cleanupIncomplete(store, emit);
-    const listing = await listStore(store);
+    const listing = await cleanupIncomplete(store, emit);
     const previous = listing.complete[listing.complete.length - 1] ?? null;
-    if (previous && !opts.noSpaceCheck) await checkSpace(store, await readSummaryFile(store, previous), (message) => emit({ event: 'warning', message }));
-    name = nextSnapshotName(listing.used, now);
+    if (previous && !opts.noSpaceCheck) await checkSpace(store, readSummaryFile(store, previous), (message) => emit({ event: 'warning', message }));
+    if (opts.from) {
+      name = opts.from.snapshot;
+      const why = listing.complete.includes(name) ? `${store.url} already has ${name}` : previous && previous > name ? `${store.url} has a newer snapshot (${previous}) than ${name}` : null;
+      if (why) return { snapshot: null, previous, dryRun: false, upToDate: why, summary: emptySummary(name, previous, now) };
+      if (listing.used.has(name)) throw new BakkerError('STORE', `${store.url} has a folder named ${name} that is not a complete snapshot: remove it there, then run again`);
+    } else name = nextSnapshotName(listing.used, now);
     runDir = join(RUN_DIR, name);
     const tree = join(runDir, 'tree');
     const diff = join(runDir, 'diff');
-    await mkdirIfMissing(store, RUN_DIR);
-    await store.mkdir(runDir, 0o700);
-    await store.mkdir(tree, 0o700);
-    await store.mkdir(diff, 0o700);
+    if (store.caps.ordered) await Promise.all([mkdirIfMissing(store, RUN_DIR), store.mkdir(runDir, 0o700), store.mkdir(tree, 0o700), store.mkdir(diff, 0o700)]);
+    else {
+      await mkdirIfMissing(store, RUN_DIR);
+      for (const d of [runDir, tree, diff]) await store.mkdir(d, 0o700);
+    }
 
-    const header: ImplHeader = {
-      bakker: 'impl',
-      format: FORMAT_VERSION,
-      snapshot: name,
-      host: opts.host ?? os.hostname(),
-      job: opts.job ?? 'default',
-      sources: opts.sources.map((s) => s.path),
-      start: now.toISOString(),
-      previous,
-      options: {
-        exclude: opts.exclude?.patterns ?? [],
-        oneFileSystem: opts.oneFileSystem === true,
-        checksum: opts.checksum ?? null,
-      },
-      ...opts.headerExtra,
-    };
+    const fromHeader = opts.from ? await snapshotHeader(opts.from.store, opts.from.snapshot) : null;
+    const header: ImplHeader = fromHeader
+      ? { ...fromHeader, snapshot: name, previous, copiedFrom: { store: opts.from!.store.url, snapshot: name, start: fromHeader.start }, start: now.toISOString() }
+      : {
+          bakker: 'impl',
+          format: FORMAT_VERSION,
+          snapshot: name,
+          host: opts.host ?? os.hostname(),
+          job: opts.job ?? 'default',
+          sources: opts.sources.map((s) => s.path),
+          start: now.toISOString(),
+          previous,
+          options: {
+            exclude: opts.exclude?.patterns ?? [],
+            oneFileSystem: opts.oneFileSystem === true,
+            checksum: opts.checksum ?? null,
+          },
+          ...opts.headerExtra,
+        };
     implWriter = new ImplWriter(store, join(runDir, 'impl'), header);
-    const writer = new StoreWriter(store, tree, diff, previous ? treePath(previous) : null, name, opts.checksum, emit, progress);
+    const writer = new StoreWriter(store, tree, diff, previous ? treePath(previous) : null, name, opts.from ? undefined : opts.checksum, emit, progress, opts.from !== undefined);
     const iw = implWriter;
     const root = store.localRoot;
     // A remote store's impl is hashed as it is read: its cached index is checked against it.
     prevImpl = await PreviousImpl.open(store, previous, emit, { hash: !root });
-    const skip = storeSkip(store, opts.sources, emit);
+    const skip = opts.from ? undefined : storeSkip(store, opts.sources, emit);
 
     // The fast path: directory scans compare with the previous snapshot's index and find the
     // unchanged files (on a local store they link them too; on a remote one the run links them
     // in batches), whose previous lines go to the impl as they are. Each run writes the index
     // for the next one (docs/DESIGN.md, "Previous index").
     const fingerprint = walkFingerprint({ sources: opts.sources, exclude: header.options, skip: skip ? [...skip] : [] });
-    place = IndexPlace.for(store, stateDir());
+    place = opts.from ? null : IndexPlace.for(store, stateDir());
     if (place) {
       const pl = place;
       const checkImpl = async (meta: IndexMeta): Promise<void> => {
@@ -239,7 +256,8 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     const groupFirst = new Map<Entry, { job: Job; decide: Decide }>();
     progress.phase = 'walking';
 
-    for await (const batch of walk({ sources: opts.sources, exclude: opts.exclude, oneFileSystem: opts.oneFileSystem, probeXattrs: !prevImpl.present, skip, fast })) for (const item of batch) {
+    const items = opts.from ? walkSnapshot(opts.from.store, opts.from.snapshot) : walk({ sources: opts.sources, exclude: opts.exclude, oneFileSystem: opts.oneFileSystem, probeXattrs: !prevImpl.present, skip, fast });
+    for await (const batch of items) for (const item of batch) {
       if (item.kind === 'warning') {
         counts.warnings++;
         if (item.unreadable) writer.stats.unreadable++;
@@ -460,18 +478,21 @@ async function storeFailure(store: Store, err: unknown, toCopy: number): Promise
 async function publish(store: Store, runDir: Buffer, name: string, summary: SnapshotSummary, place: IndexPlace | null): Promise<void> {
   faultPoint('before-publish');
   await store.sync();
-  await store.rename(join(runDir, 'tree'), treePath(name));
+  // Tree and diff folder first, then the impl: the commit point. On an ordered store the two
+  // renames go out together (each is waited for before the impl's).
+  const treeRenamed = store.rename(join(runDir, 'tree'), treePath(name));
+  if (!store.caps.ordered) await treeRenamed;
   faultPoint('after-tree-rename');
-  await store.rename(join(runDir, 'diff'), diffPath(name));
+  await Promise.all([treeRenamed, store.rename(join(runDir, 'diff'), diffPath(name))]);
   if (place && !place.remote) await place.publish(name, runDir);
   await store.rename(join(runDir, 'impl'), implPath(name));
   faultPoint('after-impl-rename');
   await store.sync();
-  await writeSummary(store, summary).catch(() => undefined);
-  await setLatest(store, name);
+  // Published: the summary, `latest` and the removal of the emptied run folder go out together.
+  const removed = store.caps.ordered ? store.remove(runDir) : null;
+  await Promise.all([writeSummary(store, summary).catch(() => undefined), setLatest(store, name)]);
   faultPoint('after-latest');
-  await store.remove(runDir);
-  if (place?.remote) await place.publish(name, runDir).catch(() => undefined);
+  await Promise.all([removed ?? store.remove(runDir), place?.remote ? place.publish(name, runDir).catch(() => undefined) : undefined]);
   await place?.keepOnly(name);
 }
 
@@ -495,6 +516,10 @@ async function relinkFailed(writer: StoreWriter, out: Lines, failed: number[], d
 
 function indexMismatch(p: Buffer): BakkerError {
   return new BakkerError('IMPL', `the previous snapshot's index does not match its impl at ${display(p)}: the index is damaged; remove .bakker/index/ in the store and run again`);
+}
+
+function emptySummary(name: string, previous: string | null, now: Date): SnapshotSummary {
+  return { snapshot: name, previous, start: now.toISOString(), durationMs: 0, ...newCounts(), copied: 0, linked: 0, bytesCopied: 0, bytesLinked: 0, unreadable: 0, changing: 0 };
 }
 
 function newCounts(): Counts {

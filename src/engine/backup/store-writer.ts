@@ -73,6 +73,8 @@ export class StoreWriter {
     private readonly checksum: HashAlgo | undefined,
     private readonly emit: Emit,
     private readonly progress: Progress,
+    /** The source is a snapshot (a copy to another store): it does not change, and a file missing from it is reported. */
+    private readonly frozen = false,
   ) {
     const p = pipelineFor(store);
     this.copySlots = new Semaphore(p.copies);
@@ -253,7 +255,7 @@ export class StoreWriter {
   }
 
   private unreadable(e: Entry, err: unknown): false {
-    if (errnoCode(err) === 'ENOENT') return false; // deleted since the walk: simply not in this snapshot
+    if (errnoCode(err) === 'ENOENT' && !this.frozen) return false; // deleted since the walk: simply not in this snapshot
     this.stats.unreadable++;
     this.emit({ event: 'warning', path: display(e.path), message: `cannot read, left out of this snapshot: ${errMessage(err)}` });
     return false;
@@ -271,6 +273,10 @@ export class StoreWriter {
         throw err;
       }
       const { before, after } = res;
+      if (this.frozen) {
+        if (res.sum !== undefined) e.sum = res.sum;
+        break;
+      }
       const asWalked = before.size === e.size && before.mtime === e.mtime && before.ctime === e.ctime;
       const stable = before.size === after.size && before.mtime === after.mtime && before.ctime === after.ctime;
       if (asWalked && stable) {

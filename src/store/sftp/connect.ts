@@ -17,6 +17,14 @@ export interface SshTarget {
   fingerprint?: string;
   /** Seconds between keepalives (0: none). */
   keepalive?: number;
+  /** Trust on first use (bakker init only): called with a host key nothing vouches for; true accepts it. */
+  onUnknownHostKey?: (key: Buffer) => boolean;
+}
+
+/** The known_hosts line that names `key` (a raw host key blob) for host:port, as OpenSSH writes it. */
+export function knownHostsLine(host: string, port: number, key: Buffer): string {
+  const type = key.length >= 4 ? key.toString('latin1', 4, 4 + key.readUInt32BE(0)) : 'unknown';
+  return `${port === 22 ? host : `[${host}]:${port}`} ${type} ${key.toString('base64')}\n`;
 }
 
 /** "SHA256:base64" of a raw host key blob, as OpenSSH prints it. */
@@ -95,7 +103,12 @@ export async function connectSftp(t: SshTarget): Promise<{ ssh: Client; sftp: Sf
       keepaliveCountMax: 4,
       hostVerifier: (key: Buffer) => {
         seen = key;
-        return verify(key);
+        if (verify(key)) return true;
+        if (t.onUnknownHostKey?.(key)) {
+          accepted.add(key.toString('base64'));
+          return true;
+        }
+        return false;
       },
     });
   });

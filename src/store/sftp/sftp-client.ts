@@ -398,7 +398,7 @@ export class SftpClient {
         }
       }
     } finally {
-      await this.close(h).catch(() => undefined);
+      this.close(h).catch(() => undefined); // not waited for: what comes next is sent after it
     }
     return out;
   }

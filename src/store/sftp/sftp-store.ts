@@ -35,6 +35,7 @@ export class SftpStore implements Store {
   ) {
     this.root = Buffer.from(root.replace(/\/+$/, '') || '/');
     this.caps = {
+      ordered: true,
       hardLinks: sftp.extensions.has('hardlink@openssh.com'),
       atomicRename: sftp.extensions.has('posix-rename@openssh.com'),
       ownership: false,
@@ -99,21 +100,36 @@ export class SftpStore implements Store {
     return { h: await this.sftp.open(a, FXF_READ), size: st.size ?? 0 };
   }
 
+  /**
+   * Three round trips (lstat, open, then all reads at once with one past the end, which finds a
+   * file that grew or a short read); the close is not waited for (requests stay in order).
+   */
   async readFile(p: Buffer): Promise<Buffer> {
     const { h, size } = await this.openFile(p);
     try {
       const parts: Promise<Buffer | null>[] = [];
       for (let off = 0; off < size; off += CHUNK) parts.push(this.sftp.read(h, off, Math.min(CHUNK, size - off)));
+      parts.push(this.sftp.read(h, size, CHUNK));
       const got = (await Promise.all(parts)).map((b) => b ?? Buffer.alloc(0));
       let out = Buffer.concat(got);
-      for (;;) {
-        const more = await this.sftp.read(h, out.length, CHUNK); // grown meanwhile, or a short read
-        if (!more || more.length === 0) break;
-        out = Buffer.concat([out, more]);
+      if (got[got.length - 1]!.length > 0 || got.slice(0, -1).some((b, i) => b.length !== Math.min(CHUNK, size - i * CHUNK))) {
+        // grown meanwhile, or a short read: read on from what is contiguous
+        out = Buffer.concat(got.slice(0, -1));
+        let at = 0;
+        for (const b of got.slice(0, -1)) {
+          if (b.length !== Math.min(CHUNK, size - at)) break;
+          at += b.length;
+        }
+        out = out.subarray(0, at);
+        for (;;) {
+          const more = await this.sftp.read(h, out.length, CHUNK);
+          if (!more || more.length === 0) break;
+          out = Buffer.concat([out, more]);
+        }
       }
       return out;
     } finally {
-      await this.sftp.close(h).catch(() => undefined);
+      this.sftp.close(h).catch(() => undefined);
     }
   }
 
@@ -145,8 +161,11 @@ export class SftpStore implements Store {
     return { stream: Readable.from(chunks(), { objectMode: false }), size };
   }
 
-  /** Writes the parts (each at its offset) through `h`, WRITES_IN_FLIGHT requests at a time. */
-  private async writeParts(h: Buffer, parts: AsyncIterable<{ at: number; part: Buffer }>): Promise<void> {
+  /**
+   * Writes the parts (each at its offset) through `h`, WRITES_IN_FLIGHT requests at a time;
+   * `after` (an fsync, a close) is sent right behind the last write, not a round trip later.
+   */
+  private async writeParts(h: Buffer, parts: AsyncIterable<{ at: number; part: Buffer }>, after?: () => Promise<void>): Promise<void> {
     const inFlight = new Set<Promise<void>>();
     let failed: unknown;
     for await (const { at, part } of parts) {
@@ -156,7 +175,9 @@ export class SftpStore implements Store {
       if (inFlight.size >= WRITES_IN_FLIGHT) await Promise.race(inFlight);
       if (failed) break;
     }
+    const last = failed || !after ? undefined : after().catch((err) => void (failed ??= err));
     await Promise.all(inFlight);
+    await last;
     if (failed) throw failed;
   }
 
@@ -164,21 +185,24 @@ export class SftpStore implements Store {
     const dest = this.abs(p);
     const tmp = opts.exclusive ? dest : Buffer.concat([dest, Buffer.from(`.tmp-${process.pid}-${randomBytes(4).toString('hex')}`)]);
     let h: Buffer;
+    let closing = false;
     try {
       h = await this.sftp.open(tmp, FXF_WRITE | FXF_CREAT | FXF_EXCL | FXF_TRUNC, { mode: opts.mode ?? 0o600 });
     } catch (err) {
       throw await this.classify(err, tmp, true);
     }
     try {
-      await this.writeParts(h, chunked(Buffer.isBuffer(data) ? [data] : (data as AsyncIterable<Buffer>)));
-      await this.sftp.fsync(h);
+      // The last writes, the fsync and the close go out together (in order on the channel);
+      // the rename waits for all of them: a file is never put in place unless all of it was written.
+      const fsync = () => this.sftp.fsync(h);
+      const close = () => ((closing = true), this.sftp.close(h));
+      await this.writeParts(h, chunked(Buffer.isBuffer(data) ? [data] : (data as AsyncIterable<Buffer>)), () => Promise.all([fsync(), close()]).then(() => undefined));
     } catch (err) {
       const why = await this.classify(err, tmp, false); // before the partial file goes
-      await this.sftp.close(h).catch(() => undefined);
+      if (!closing) await this.sftp.close(h).catch(() => undefined);
       await this.sftp.remove(tmp).catch(() => undefined);
       throw why;
     }
-    await this.sftp.close(h);
     if (!opts.exclusive) await this.sftp.posixRename(tmp, dest);
   }
 
