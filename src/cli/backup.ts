@@ -7,7 +7,7 @@ import { BakkerError, errMessage, usageError } from '../errors.js';
 import { createMatcher, parseExcludeFile, PatternError } from '../scan/exclude.js';
 import { openStore, type SshOptions } from '../store/open.js';
 import type { Store } from '../store/store.js';
-import { loadStoreConfig } from '../config/store-config.js';
+import { loadStoreConfig, loadUrlConfig } from '../config/store-config.js';
 import { HASH_ALGOS, type HashAlgo } from '../util/hash.js';
 import { bytes, count, duration } from '../ui/format.js';
 import type { Output } from '../ui/output.js';
@@ -77,6 +77,10 @@ interface Plan {
   dryRun: boolean;
   noSpaceCheck: boolean;
   ssh: SshOptions;
+  /** With config_url: whether the URL's config was applied (none, applied, cached, ignored) and why not. */
+  urlConfig?: { state: string; note?: string };
+  /** What planning has to say (shown once the run starts). */
+  notes: { event: 'info' | 'warning'; message: string }[];
 }
 
 function readExcludeFile(file: string): string[] {
@@ -110,14 +114,31 @@ export async function planBackup(argv: string[]): Promise<Plan> {
     else if (!(HASH_ALGOS as readonly string[]).includes(v.checksum)) throw usageError(`bakker backup: --checksum must be one of ${HASH_ALGOS.join(', ')}, none (got "${v.checksum}")`);
     else checksum = v.checksum as HashAlgo;
   }
-  for (const s of sources) {
+  const plan: Plan = { sources, stores, all: config?.targets ?? [], exclude, oneFileSystem: v['one-file-system'] ?? config?.oneFileSystem ?? false, checksum, job: v.job ?? config?.job, dryRun: v['dry-run'] === true, noSpaceCheck: v['no-space-check'] === true, ssh: sshOptions(v), notes: [] };
+  if (config?.configUrl) {
+    // A controlling service's config replaces what to back up (docs/CONFIG.md, "Config from a URL").
+    const sc = await loadUrlConfig(config.configUrl, config.configUrlCa);
+    plan.urlConfig = { state: sc.state, ...(sc.state === 'cached' || sc.state === 'ignored' ? { note: sc.why } : {}) };
+    if (sc.state === 'ignored') plan.notes.push({ event: 'warning', message: `config from ${config.configUrl} not used: ${sc.why}` });
+    if (sc.state === 'cached') plan.notes.push({ event: 'warning', message: `config from ${config.configUrl} not usable: ${sc.why}` });
+    if (sc.state === 'applied' || sc.state === 'cached') {
+      const c = sc.config;
+      if (c.sources) plan.sources = c.sources;
+      if (c.exclude) plan.exclude = c.exclude;
+      if (c.oneFileSystem !== undefined) plan.oneFileSystem = c.oneFileSystem;
+      if (c.checksum !== undefined) plan.checksum = c.checksum ?? undefined;
+      plan.notes.push({ event: 'info', message: `using the ${sc.state === 'cached' ? 'cached copy of the ' : ''}config from ${config.configUrl}: sources ${plan.sources.join(' ')}` });
+    }
+  }
+  // Targets fed from another target's snapshots do not read the sources.
+  for (const s of plan.stores.some((t) => !t.from) ? plan.sources : []) {
     try {
       fs.lstatSync(s);
     } catch (err) {
-      throw usageError(`bakker backup: source ${s} cannot be read (${(err as NodeJS.ErrnoException).code}): check the path`);
+      throw usageError(`bakker backup: source ${s} cannot be read (${(err as NodeJS.ErrnoException).code}): check the path${plan.urlConfig?.state === 'applied' || plan.urlConfig?.state === 'cached' ? ` (it comes from ${config!.configUrl})` : ''}`);
     }
   }
-  return { sources, stores, all: config?.targets ?? [], exclude, oneFileSystem: v['one-file-system'] ?? config?.oneFileSystem ?? false, checksum, job: v.job ?? config?.job, dryRun: v['dry-run'] === true, noSpaceCheck: v['no-space-check'] === true, ssh: sshOptions(v) };
+  return plan;
 }
 
 function matcherOf(exclude: string[]) {
@@ -155,6 +176,7 @@ type Target = Plan['stores'][number];
 export async function run(argv: string[], out: Output, signal: AbortSignal): Promise<number> {
   const plan0 = await planBackup(argv);
   matcherOf(plan0.exclude); // bad patterns are a usage error before any connection
+  for (const n of plan0.notes) out.emit(n);
   // Targets read from the sources first; then those fed from a local target's newest snapshot.
   const order = [...plan0.stores.filter((t) => !t.from), ...plan0.stores.filter((t) => t.from)];
   let code: number = EXIT.OK;
@@ -258,7 +280,8 @@ async function backupTarget(target: Target, plan0: Plan, out: Output, signal: Ab
     });
     out.stopProgress();
     const s = r.summary;
-    out.summary({ command: 'backup', target: target.name, store: store.url, dryRun: r.dryRun, storeConfig, ...(note ? { storeConfigNote: note } : {}), ...s });
+    const url = plan0.urlConfig ? { urlConfig: plan0.urlConfig.state, ...(plan0.urlConfig.note ? { urlConfigNote: plan0.urlConfig.note } : {}) } : {};
+    out.summary({ command: 'backup', target: target.name, store: store.url, dryRun: r.dryRun, ...url, storeConfig, ...(note ? { storeConfigNote: note } : {}), ...s });
     if (r.dryRun) {
       out.line(`dry run: snapshot ${s.snapshot} would copy ${count(s.added + s.changed)} files (${bytes(s.bytesCopied)}), link ${count(s.unchanged)}; ${count(s.removed)} entries gone since ${s.previous ?? 'nothing'}`);
     } else report(out, s, store.url);

@@ -15,6 +15,9 @@ export interface Config {
   oneFileSystem: boolean;
   checksum: HashAlgo | undefined;
   targets: TargetConfig[];
+  /** A controlling service's config over HTTPS (docs/CONFIG.md, "Config from a URL"), and the CA to check it with. */
+  configUrl?: string;
+  configUrlCa?: string;
 }
 
 export interface TargetConfig {
@@ -97,7 +100,7 @@ function describe(v: unknown): string {
   return `${typeof v} ${JSON.stringify(v)}`;
 }
 
-const TOP = ['job', 'sources', 'exclude', 'exclude_from', 'one_file_system', 'checksum', 'targets'];
+const TOP = ['job', 'sources', 'exclude', 'exclude_from', 'one_file_system', 'checksum', 'targets', 'config_url', 'config_url_ca'];
 const TARGET = ['store', 'identity', 'known_hosts', 'host_key', 'reconnect_for', 'from'];
 
 /** Parses YAML text into its value and a Checker that reports problems with file and line. */
@@ -193,7 +196,22 @@ export function parseConfig(text: string, file: string): Config {
       if (f.from !== undefined && f.from !== 'source') c.fail(['targets', t.name, 'from'], `"${t.from}" is itself fed from "${f.from}": feed this one from "${f.from}" too`);
     } else if (local && t !== local && t.store.startsWith('sftp://')) t.from = local.name;
   }
-  return { file, job, sources, exclude, excludeFrom, oneFileSystem, checksum, targets };
+  const out: Config = { file, job, sources, exclude, excludeFrom, oneFileSystem, checksum, targets };
+  if (o.config_url !== undefined) {
+    out.configUrl = c.str(['config_url'], o.config_url, 'an https:// URL');
+    let u: URL | null = null;
+    try {
+      u = new URL(out.configUrl);
+    } catch {
+      u = null;
+    }
+    if (!u || u.protocol !== 'https:') c.fail(['config_url'], `expected an https:// URL, got "${out.configUrl}" (a config that decides what is backed up is only taken over a checked connection)`);
+  }
+  if (o.config_url_ca !== undefined) {
+    out.configUrlCa = c.str(['config_url_ca'], o.config_url_ca, 'a PEM file of the CA that signed the config server\'s certificate');
+    if (!out.configUrl) c.fail(['config_url_ca'], 'config_url_ca goes with config_url');
+  }
+  return out;
 }
 
 export function loadConfig(file: string): Config {

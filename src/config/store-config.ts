@@ -40,25 +40,25 @@ export async function parseStoreConfig(text: string, file: string): Promise<Stor
 
 export { stateDir };
 
-function cacheFile(storeUrl: string): string {
-  return path.join(stateDir(), 'store-config', `${createHash('sha256').update(storeUrl).digest('hex').slice(0, 32)}.yaml`);
+function cacheFile(kind: string, key: string): string {
+  return path.join(stateDir(), kind, `${createHash('sha256').update(key).digest('hex').slice(0, 32)}.yaml`);
 }
 
 /**
- * Reads the store's config: applied when valid (and cached), the cached copy when the store's
- * cannot be read or is invalid, nothing when the store has none.
+ * A config from elsewhere (a store, or a controlling service's URL): applied when valid (and
+ * cached), the cached copy when it cannot be read or is invalid, nothing when there is none
+ * (`read` rejects with code ENOENT).
  */
-export async function loadStoreConfig(store: Store): Promise<StoreConfigState> {
-  const where = `${store.url}/.bakker/config.yaml`;
+async function loadRemoteConfig(kind: string, key: string, where: string, read: () => Promise<string>): Promise<StoreConfigState> {
+  const cache = cacheFile(kind, key);
   let why: string;
   try {
-    const text = (await store.readFile(STORE_CONFIG)).toString('utf8');
+    const text = await read();
     const config = await parseStoreConfig(text, where);
     try {
-      const f = cacheFile(store.url);
-      fs.mkdirSync(path.dirname(f), { recursive: true, mode: 0o700 });
-      fs.writeFileSync(`${f}.tmp`, text, { mode: 0o600 });
-      fs.renameSync(`${f}.tmp`, f);
+      fs.mkdirSync(path.dirname(cache), { recursive: true, mode: 0o700 });
+      fs.writeFileSync(`${cache}.tmp`, text, { mode: 0o600 });
+      fs.renameSync(`${cache}.tmp`, cache);
     } catch {
       // a cache that cannot be written only loses the fallback
     }
@@ -69,13 +69,60 @@ export async function loadStoreConfig(store: Store): Promise<StoreConfigState> {
   }
   let cached: string;
   try {
-    cached = fs.readFileSync(cacheFile(store.url), 'utf8');
+    cached = fs.readFileSync(cache, 'utf8');
   } catch {
     return { state: 'ignored', why: `${why}; no earlier good copy is cached, so the local settings are used` };
   }
   try {
-    return { state: 'cached', config: await parseStoreConfig(cached, cacheFile(store.url)), why: `${why}; the last good copy is used` };
+    return { state: 'cached', config: await parseStoreConfig(cached, cache), why: `${why}; the last good copy is used` };
   } catch (err) {
     return { state: 'ignored', why: `${why}; the cached copy is invalid too (${errMessage(err)}), so the local settings are used` };
   }
+}
+
+/** The store's .bakker/config.yaml (docs/CONFIG.md, "Config on the store"). */
+export function loadStoreConfig(store: Store): Promise<StoreConfigState> {
+  return loadRemoteConfig('store-config', store.url, `${store.url}/.bakker/config.yaml`, async () => (await store.readFile(STORE_CONFIG)).toString('utf8'));
+}
+
+/** At most this much config is read from a URL. */
+const URL_LIMIT = 1 << 20;
+
+/**
+ * The config a controlling service serves over HTTPS (`config_url`; docs/CONFIG.md): the same
+ * settings and checks as the config on a store. The server's certificate is checked against the
+ * system's CAs, or only against `ca` (a PEM file) when given. 404 means "no config".
+ */
+export function loadUrlConfig(url: string, ca?: string): Promise<StoreConfigState> {
+  return loadRemoteConfig('url-config', url, url, () => fetchText(url, ca));
+}
+
+async function fetchText(url: string, caFile?: string): Promise<string> {
+  const https = await import('node:https');
+  const ca = caFile ? fs.readFileSync(caFile) : undefined;
+  return new Promise<string>((resolve, reject) => {
+    const req = https.get(url, { ...(ca ? { ca } : {}), timeout: 15_000, headers: { accept: 'application/yaml, text/plain' } }, (res) => {
+      if (res.statusCode === 404) {
+        res.resume();
+        reject(Object.assign(new Error(`${url}: 404`), { code: 'ENOENT' }));
+        return;
+      }
+      if (res.statusCode !== 200) {
+        res.resume();
+        reject(new Error(`${url} answered HTTP ${res.statusCode}`));
+        return;
+      }
+      const parts: Buffer[] = [];
+      let size = 0;
+      res.on('data', (d: Buffer) => {
+        size += d.length;
+        if (size > URL_LIMIT) req.destroy(new Error(`${url} sent more than ${URL_LIMIT} bytes`));
+        else parts.push(d);
+      });
+      res.on('end', () => resolve(Buffer.concat(parts).toString('utf8')));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`${url} did not answer within 15 s`)));
+    req.on('error', (err) => reject(new Error(`cannot fetch ${url}: ${errMessage(err)}`)));
+  });
 }

@@ -21,8 +21,10 @@ export interface ClientRecord {
   uid: number;
   /** The chroot: BASE/NAME. */
   chroot: string;
-  /** The image file when the client has its own fixed-size filesystem. */
+  /** The image file when the client has its own fixed-size filesystem on a loop device... */
   image?: string;
+  /** ... or its logical volume ("VG/LV") when the storage config names a volume group. */
+  lv?: string;
   sizeBytes?: number;
   created: string;
   /** Clients whose keys may read this client's store (read-only). */
@@ -233,8 +235,24 @@ function reloadSshd(cfg: StorageConfig, log: Log): void {
   log(`sshd (PID ${pid}) was signalled but did not rewrite ${cfg.sshdPidFile} within 5 s: check that it runs`);
 }
 
-function fstabLine(rec: ClientRecord): string {
+function fstabLine(rec: ClientRecord, device?: string): string {
+  if (rec.lv) return `${device} ${path.join(rec.chroot, 'backups')} ext4 nosuid,nodev,noexec 0 2 # bakker client ${rec.name}`;
   return `${rec.image} ${path.join(rec.chroot, 'backups')} ext4 loop,nosuid,nodev,noexec 0 2 # bakker client ${rec.name}`;
+}
+
+/** A logical volume's device path, as LVM reports it. */
+function lvPath(lv: string): string {
+  return sh('lvs', ['--noheadings', '-o', 'lv_path', lv], 'lvs').trim();
+}
+
+/** A logical volume's size in bytes. */
+function lvSize(lv: string): number {
+  return Number(sh('lvs', ['--noheadings', '--units', 'b', '--nosuffix', '-o', 'lv_size', lv], 'lvs').trim());
+}
+
+/** " and IMAGE" or " and the logical volume VG/LV" for messages, or "". */
+function backingName(rec: ClientRecord): string {
+  return rec.image ? ` and ${rec.image}` : rec.lv ? ` and the logical volume ${rec.lv}` : '';
 }
 
 function editFstab(cfg: StorageConfig, name: string, add: string | null): void {
@@ -288,7 +306,21 @@ export function addClient(cfg: StorageConfig, opts: AddClientOptions, log: Log):
     const backups = path.join(chroot, 'backups');
     fs.mkdirSync(backups, { mode: 0o700 });
     const rec: ClientRecord = { name, uid, chroot, created: new Date().toISOString(), readers: [] };
-    if (opts.sizeBytes) {
+    if (opts.sizeBytes && cfg.volumeGroup) {
+      // A logical volume of its own (docs/STORAGE.md): fixed size, grown only by `grow`.
+      const lv = `${cfg.volumeGroup}/bakker-${name}`;
+      sh('lvcreate', ['-y', '-L', `${opts.sizeBytes}b`, '-n', `bakker-${name}`, cfg.volumeGroup], 'add-client');
+      undo.push(() => void spawnSync('lvremove', ['-y', lv]));
+      const device = lvPath(lv);
+      sh('mkfs.ext4', ['-q', '-F', '-m', '0', '-L', `bakker-${name}`.slice(0, 16), device], 'add-client');
+      sh('mount', ['-o', 'nosuid,nodev,noexec', device, backups], 'add-client');
+      undo.push(() => void spawnSync('umount', [backups]));
+      fs.rmSync(path.join(backups, 'lost+found'), { recursive: true, force: true });
+      rec.lv = lv;
+      rec.sizeBytes = lvSize(lv);
+      editFstab(cfg, name, fstabLine(rec, device));
+      undo.push(() => editFstab(cfg, name, null));
+    } else if (opts.sizeBytes) {
       fs.mkdirSync(cfg.imagesDir, { recursive: true, mode: 0o700 });
       const image = path.join(cfg.imagesDir, `${name}.img`);
       if (fs.existsSync(image)) throw usageError(`${image} already exists: move it away first`);
@@ -357,7 +389,7 @@ export function clientStatus(cfg: StorageConfig, name: string): ClientStatus {
   let usedBytes = 0;
   let allocatedBytes: number | null = null;
   let freeBytes: number | null = null;
-  if (rec.image && isMountPoint(backups)) {
+  if ((rec.image || rec.lv) && isMountPoint(backups)) {
     const s = fs.statfsSync(backups);
     allocatedBytes = s.blocks * s.bsize;
     freeBytes = s.bavail * s.bsize;
@@ -460,16 +492,23 @@ function readRequest(file: string): Omit<SpaceRequest, 'client' | 'file'> | null
 export function growClient(cfg: StorageConfig, name: string, sizeBytes: number, log: Log): ClientRecord {
   requireRoot('grow');
   const rec = readClient(cfg, name);
-  if (!rec.image) throw usageError(`client ${name} has no fixed-size filesystem (it shares ${path.dirname(rec.chroot)}'s free space): nothing to grow`);
+  if (!rec.image && !rec.lv) throw usageError(`client ${name} has no fixed-size filesystem (it shares ${path.dirname(rec.chroot)}'s free space): nothing to grow`);
   const backups = path.join(rec.chroot, 'backups');
-  const current = fs.statSync(rec.image).size;
+  const current = rec.lv ? lvSize(rec.lv) : fs.statSync(rec.image!).size;
   if (sizeBytes <= current) throw usageError(`--size must be larger than ${name}'s current ${current} bytes (filesystems are never shrunk)`);
   if (!isMountPoint(backups)) throw new BakkerError('IO', `${backups} is not mounted: mount it (mount ${backups}) and try again`);
-  const loops = sh('losetup', ['-j', rec.image, '-O', 'NAME', '-n']).trim().split('\n').filter(Boolean);
-  if (loops.length !== 1) throw new BakkerError('IO', `cannot find the one loop device of ${rec.image} (found ${loops.length}): check 'losetup -j ${rec.image}'`);
-  fs.truncateSync(rec.image, sizeBytes);
-  sh('losetup', ['-c', loops[0]!], 'grow');
-  const online = spawnSync('resize2fs', [loops[0]!], { encoding: 'utf8' });
+  let device: string;
+  if (rec.lv) {
+    sh('lvextend', ['-L', `${sizeBytes}b`, rec.lv], 'grow');
+    device = lvPath(rec.lv);
+  } else {
+    const loops = sh('losetup', ['-j', rec.image!, '-O', 'NAME', '-n']).trim().split('\n').filter(Boolean);
+    if (loops.length !== 1) throw new BakkerError('IO', `cannot find the one loop device of ${rec.image} (found ${loops.length}): check 'losetup -j ${rec.image}'`);
+    fs.truncateSync(rec.image!, sizeBytes);
+    sh('losetup', ['-c', loops[0]!], 'grow');
+    device = loops[0]!;
+  }
+  const online = spawnSync('resize2fs', [device], { encoding: 'utf8' });
   if (online.status !== 0) {
     // Online growth needs CAP_SYS_RESOURCE (some containers drop it): grow it unmounted instead.
     // While unmounted, the folder underneath is root's (mode 700): the client cannot write there.
@@ -477,14 +516,17 @@ export function growClient(cfg: StorageConfig, name: string, sizeBytes: number, 
     const um = spawnSync('umount', [backups], { encoding: 'utf8' });
     if (um.status !== 0) throw new BakkerError('IO', `cannot unmount ${backups} to grow it (${um.stderr.trim()}): the client is probably connected; try again when its run has ended`);
     try {
-      const fsck = spawnSync('e2fsck', ['-f', '-p', rec.image], { encoding: 'utf8' });
-      if ((fsck.status ?? 8) >= 4) throw new BakkerError('IO', `e2fsck ${rec.image} found problems it did not fix (exit ${fsck.status}): check it by hand before growing`);
-      sh('resize2fs', [rec.image], 'grow');
+      // An image's loop device went with the mount (autoclear): check and grow the image file.
+      const target = rec.lv ? device : rec.image!;
+      const fsck = spawnSync('e2fsck', ['-f', '-p', target], { encoding: 'utf8' });
+      if ((fsck.status ?? 8) >= 4) throw new BakkerError('IO', `e2fsck ${target} found problems it did not fix (exit ${fsck.status}): check it by hand before growing`);
+      sh('resize2fs', [target], 'grow');
     } finally {
-      sh('mount', ['-o', 'loop,nosuid,nodev,noexec', rec.image, backups], 'grow (mounting again)');
+      if (rec.lv) sh('mount', ['-o', 'nosuid,nodev,noexec', device, backups], 'grow (mounting again)');
+      else sh('mount', ['-o', 'loop,nosuid,nodev,noexec', rec.image!, backups], 'grow (mounting again)');
     }
   }
-  rec.sizeBytes = sizeBytes;
+  rec.sizeBytes = rec.lv ? lvSize(rec.lv) : sizeBytes;
   writeClient(cfg, rec);
   for (const r of listRequests(cfg, name)) fs.rmSync(r.file, { force: true });
   log(`${name} now has ${sizeBytes} bytes`);
@@ -518,7 +560,7 @@ export function removeClient(cfg: StorageConfig, name: string, opts: { keepData:
   const backups = path.join(rec.chroot, 'backups');
   if (!opts.keepData && !opts.yes) {
     const st = clientStatus(cfg, name);
-    throw usageError(`remove-client ${name} would delete its ${st.snapshots} snapshot(s) in ${rec.chroot}${rec.image ? ` and ${rec.image}` : ''}: add --yes to go on, or --keep-data`);
+    throw usageError(`remove-client ${name} would delete its ${st.snapshots} snapshot(s) in ${rec.chroot}${backingName(rec)}: add --yes to go on, or --keep-data`);
   }
   fs.rmSync(path.join(cfg.sshdConfigDir, `bakker-${name}.conf`), { force: true });
   fs.rmSync(keysFile(cfg, name), { force: true });
@@ -531,12 +573,13 @@ export function removeClient(cfg: StorageConfig, name: string, opts: { keepData:
   spawnSync('pkill', ['-KILL', '-u', name]);
   for (let i = 0; i < 50 && spawnSync('pgrep', ['-u', name]).status === 0; i++) sleepSync(20);
   sh('userdel', [name], 'remove-client');
-  if (rec.image) {
+  if (rec.image || rec.lv) {
     if (isMountPoint(backups)) sh('umount', [backups], 'remove-client');
     editFstab(cfg, name, null);
-    if (!opts.keepData) fs.rmSync(rec.image, { force: true });
+    if (!opts.keepData && rec.image) fs.rmSync(rec.image, { force: true });
+    if (!opts.keepData && rec.lv) sh('lvremove', ['-y', rec.lv], 'remove-client');
   }
   if (!opts.keepData) fs.rmSync(rec.chroot, { recursive: true, force: true });
   fs.rmSync(recordPath(cfg, name), { force: true });
-  log(opts.keepData ? `client ${name} removed; its data stays in ${rec.chroot}${rec.image ? ` and ${rec.image}` : ''}` : `client ${name} and its data removed`);
+  log(opts.keepData ? `client ${name} removed; its data stays in ${rec.chroot}${backingName(rec)}` : `client ${name} and its data removed`);
 }

@@ -20,8 +20,10 @@ export interface StorageConfig {
   keysDir: string;
   /** Client records (NAME.json). */
   stateDir: string;
-  /** Image files of fixed-size client filesystems. */
+  /** Image files of fixed-size client filesystems (when there is no volume group). */
   imagesDir: string;
+  /** An LVM volume group: fixed-size client filesystems are logical volumes in it, not image files. */
+  volumeGroup: string | undefined;
   /** Where the mounts of fixed-size filesystems are recorded so they come back after a reboot. */
   fstab: string;
   /** sshd's PID file, for a reload by SIGHUP where systemd is absent. */
@@ -36,7 +38,7 @@ export interface StorageConfig {
 
 export const DEFAULT_STORAGE_CONFIG = '/etc/bakker/storage.yaml';
 
-const KEYS = ['base', 'sshd_config', 'sshd_config_dir', 'keys_dir', 'state_dir', 'images_dir', 'fstab', 'sshd_pid_file', 'reload', 'host', 'sshd'];
+const KEYS = ['base', 'sshd_config', 'sshd_config_dir', 'keys_dir', 'state_dir', 'images_dir', 'volume_group', 'fstab', 'sshd_pid_file', 'reload', 'host', 'sshd'];
 
 export function storageDefaults(): StorageConfig {
   return {
@@ -47,6 +49,7 @@ export function storageDefaults(): StorageConfig {
     keysDir: '/etc/bakker/storage/keys',
     stateDir: '/etc/bakker/storage/clients',
     imagesDir: '/var/lib/bakker/images',
+    volumeGroup: undefined,
     fstab: '/etc/fstab',
     sshdPidFile: '/run/sshd.pid',
     reload: 'auto',
@@ -89,6 +92,10 @@ export function loadStorageConfig(file: string | undefined): StorageConfig {
   cfg.sshdPidFile = abs('sshd_pid_file') ?? cfg.sshdPidFile;
   cfg.sshd = abs('sshd') ?? cfg.sshd;
   if (o.host !== undefined) cfg.host = c.str(['host'], o.host, 'a host name');
+  if (o.volume_group !== undefined) {
+    cfg.volumeGroup = c.str(['volume_group'], o.volume_group, 'an LVM volume group name');
+    if (!/^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$/.test(cfg.volumeGroup)) c.fail(['volume_group'], `"${cfg.volumeGroup}" is not a volume group name (letters, digits, + _ . -; see vgs)`);
+  }
   if (o.reload !== undefined) {
     if (o.reload === 'auto' || o.reload === 'signal' || o.reload === 'none') cfg.reload = o.reload;
     else if (Array.isArray(o.reload)) cfg.reload = c.strList(['reload'], o.reload, 'command word');

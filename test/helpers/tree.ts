@@ -69,6 +69,6 @@ export function requireTool(name: string): void {
   if (r.status !== 0) throw new Error(`test tool "${name}" is missing: run scripts/install-test-deps.sh`);
 }
 
-export function sh(cmd: string, args: string[], opts: { cwd?: string; input?: string } = {}): string {
+export function sh(cmd: string, args: string[], opts: { cwd?: string; input?: string; env?: NodeJS.ProcessEnv } = {}): string {
   return execFileSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20, ...opts });
 }
