@@ -59,6 +59,9 @@ function delayProxy(port, rttMs) {
 
 /** Runs under GNU time without blocking this process (the proxy lives here). */
 async function timed(label, cmd, args, env = {}) {
+  // Written data of the previous run (gigabytes after a full one) is flushed first, so its
+  // writeback does not land on the next timed run.
+  spawnSync('sync');
   const child = spawn('/usr/bin/time', ['-f', '%e %U %S %M', cmd, ...args], { env: { ...process.env, BAKKER_STATE_DIR: path.join(W, 'state'), ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));

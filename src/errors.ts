@@ -9,6 +9,8 @@ export type ErrorCode =
   | 'LOCKED' // another run holds the store's lock
   | 'NOT_FOUND' // a snapshot or path that does not exist
   | 'IMPL' // a manifest that is corrupt or hostile
+  | 'HOOK' // an essential hook failed
+  | 'VIEW' // a consistent view (snapshot, mount) could not be made or removed
   | 'UNSAFE' // restore refused to write somewhere it must not
   | 'IO' // an I/O failure writing the store or the restore target
   | 'VERIFY'; // verification found problems

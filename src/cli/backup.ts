@@ -15,6 +15,8 @@ import { parse, sshOptions } from './args.js';
 import { EXIT, exitCodeOf } from './exit-codes.js';
 import { listStore } from '../engine/layout.js';
 import type { SnapshotSummary } from '../engine/summary.js';
+import { withJobView, type ViewContext } from '../engine/view/job.js';
+import type { HooksConfig, ViewConfig } from '../config/job-config.js';
 
 export const help = `Usage: bakker backup [SOURCE...] --store DIR [options]
        bakker backup -c CONFIG [--target NAME] [options]
@@ -81,6 +83,8 @@ interface Plan {
   urlConfig?: { state: string; note?: string };
   /** What planning has to say (shown once the run starts). */
   notes: { event: 'info' | 'warning'; message: string }[];
+  view?: ViewConfig;
+  hooks: HooksConfig;
 }
 
 function readExcludeFile(file: string): string[] {
@@ -114,7 +118,7 @@ export async function planBackup(argv: string[]): Promise<Plan> {
     else if (!(HASH_ALGOS as readonly string[]).includes(v.checksum)) throw usageError(`bakker backup: --checksum must be one of ${HASH_ALGOS.join(', ')}, none (got "${v.checksum}")`);
     else checksum = v.checksum as HashAlgo;
   }
-  const plan: Plan = { sources, stores, all: config?.targets ?? [], exclude, oneFileSystem: v['one-file-system'] ?? config?.oneFileSystem ?? false, checksum, job: v.job ?? config?.job, dryRun: v['dry-run'] === true, noSpaceCheck: v['no-space-check'] === true, ssh: sshOptions(v), notes: [] };
+  const plan: Plan = { sources, stores, all: config?.targets ?? [], exclude, oneFileSystem: v['one-file-system'] ?? config?.oneFileSystem ?? false, checksum, job: v.job ?? config?.job, dryRun: v['dry-run'] === true, noSpaceCheck: v['no-space-check'] === true, ssh: sshOptions(v), notes: [], hooks: config?.hooks ?? { before: [], after_snapshot: [], after: [], on_failure: [] }, ...(config?.view ? { view: config.view } : {}) };
   if (config?.configUrl) {
     // A controlling service's config replaces what to back up (docs/CONFIG.md, "Config from a URL").
     const sc = await loadUrlConfig(config.configUrl, config.configUrlCa);
@@ -177,26 +181,57 @@ export async function run(argv: string[], out: Output, signal: AbortSignal): Pro
   const plan0 = await planBackup(argv);
   matcherOf(plan0.exclude); // bad patterns are a usage error before any connection
   for (const n of plan0.notes) out.emit(n);
-  // Targets read from the sources first; then those fed from a local target's newest snapshot.
-  const order = [...plan0.stores.filter((t) => !t.from), ...plan0.stores.filter((t) => t.from)];
+  // Targets read from the sources first (inside the job's hooks and view, which is released as
+  // soon as they are done); then those fed from a local target's newest snapshot.
+  const direct = plan0.stores.filter((t) => !t.from);
+  const copies = plan0.stores.filter((t) => t.from);
+  const several = plan0.stores.length > 1;
   let code: number = EXIT.OK;
   let failure: unknown;
-  for (const [i, target] of order.entries()) {
+  const failed = (target: Target, err: unknown) => {
+    failure ??= err;
+    const message = err instanceof BakkerError ? err.message : errMessage(err);
+    out.emit({ event: 'error', target: target.name, code: err instanceof BakkerError ? err.code : 'INTERNAL', message, exitCode: exitCodeOf(err) });
+  };
+  const each = async (targets: Target[], one: (t: Target) => Promise<number>) => {
+    for (const target of targets) {
+      try {
+        const c = await one(target);
+        if (c !== EXIT.OK && code === EXIT.OK) code = c;
+      } catch (err) {
+        if (!several) throw err;
+        failed(target, err); // one target failing does not stop the others; the run still fails
+      }
+    }
+  };
+  if (direct.length > 0) {
+    const job = plan0.job ?? 'default';
     try {
-      const c = target.from ? await copyTarget(target, plan0, out, signal) : await backupTarget(target, plan0, out, signal);
-      if (c !== EXIT.OK && code === EXIT.OK) code = c;
+      await withJobView({ job, ...(plan0.view && !plan0.dryRun ? { view: plan0.view } : {}), hooks: plan0.dryRun ? NO_HOOKS : plan0.hooks, targets: direct.map((t) => t.name), emit: out.emit, signal }, async (ctx) => {
+        const snapshots: string[] = [];
+        await each(direct, async (t) => {
+          const r = await backupTarget(t, plan0, out, signal, ctx);
+          if (r.snapshot) snapshots.push(r.snapshot);
+          return r.code;
+        });
+        if (failure !== undefined) throw failure; // the on_failure hooks run
+        return { snapshot: snapshots[snapshots.length - 1] };
+      });
     } catch (err) {
-      if (order.length === 1) throw err;
-      // One target failing does not stop the others; the run still fails.
-      failure ??= err;
-      const message = err instanceof BakkerError ? err.message : errMessage(err);
-      out.emit({ event: 'error', target: target.name, code: err instanceof BakkerError ? err.code : 'INTERNAL', message, exitCode: exitCodeOf(err) });
-      if (i === order.length - 1) break;
+      if (failure === undefined && !several) throw err;
+      if (failure === undefined) failed({ name: `job ${job}`, store: '' }, err);
+      else if (err !== failure) out.emit({ event: 'warning', message: errMessage(err) });
     }
   }
-  if (failure !== undefined) return exitCodeOf(failure);
+  await each(copies, (t) => copyTarget(t, plan0, out, signal));
+  if (failure !== undefined) {
+    if (!several) throw failure;
+    return exitCodeOf(failure);
+  }
   return code;
 }
+
+const NO_HOOKS: HooksConfig = { before: [], after_snapshot: [], after: [], on_failure: [] };
 
 function sshFor(target: Target, plan: Plan, out: Output): SshOptions {
   return { ...plan.ssh, identity: plan.ssh.identity ?? target.identity, knownHosts: plan.ssh.knownHosts ?? target.knownHosts, fingerprint: plan.ssh.fingerprint ?? target.hostKey, reconnectFor: plan.ssh.reconnectFor ?? target.reconnectFor, log: (message: string) => out.emit({ event: 'info', message }) };
@@ -253,7 +288,7 @@ async function copyTarget(target: Target, plan: Plan, out: Output, signal: Abort
   }
 }
 
-async function backupTarget(target: Target, plan0: Plan, out: Output, signal: AbortSignal): Promise<number> {
+async function backupTarget(target: Target, plan0: Plan, out: Output, signal: AbortSignal, view: ViewContext): Promise<{ code: number; snapshot: string | null }> {
   const store = await openStore(target.store, { ...(plan0.dryRun ? { mayBeMissing: true } : { create: true }), ssh: sshFor(target, plan0, out) });
   const progress = newProgress();
   try {
@@ -267,7 +302,9 @@ async function backupTarget(target: Target, plan0: Plan, out: Output, signal: Ab
     out.startProgress(progress, 'backup');
     const r = await runBackup({
       store,
-      sources: plan.sources.map((p) => ({ path: p })),
+      sources: view.map(plan.sources),
+      skip: view.skip,
+      headerExtra: view.header,
       exclude: matcher,
       oneFileSystem: plan.oneFileSystem,
       checksum: plan.checksum,
@@ -281,11 +318,11 @@ async function backupTarget(target: Target, plan0: Plan, out: Output, signal: Ab
     out.stopProgress();
     const s = r.summary;
     const url = plan0.urlConfig ? { urlConfig: plan0.urlConfig.state, ...(plan0.urlConfig.note ? { urlConfigNote: plan0.urlConfig.note } : {}) } : {};
-    out.summary({ command: 'backup', target: target.name, store: store.url, dryRun: r.dryRun, ...url, storeConfig, ...(note ? { storeConfigNote: note } : {}), ...s });
+    out.summary({ command: 'backup', target: target.name, store: store.url, dryRun: r.dryRun, ...url, storeConfig, ...(note ? { storeConfigNote: note } : {}), ...(view.downtimeMs !== null ? { downtimeMs: view.downtimeMs } : {}), ...s });
     if (r.dryRun) {
       out.line(`dry run: snapshot ${s.snapshot} would copy ${count(s.added + s.changed)} files (${bytes(s.bytesCopied)}), link ${count(s.unchanged)}; ${count(s.removed)} entries gone since ${s.previous ?? 'nothing'}`);
     } else report(out, s, store.url);
-    return s.unreadable > 0 ? EXIT.PARTIAL : EXIT.OK;
+    return { code: s.unreadable > 0 ? EXIT.PARTIAL : EXIT.OK, snapshot: r.dryRun ? null : s.snapshot };
   } finally {
     out.stopProgress();
     await store.close();

@@ -4,6 +4,7 @@ import { LineCounter, parseDocument, isMap, isScalar, type Node, type Document }
 import { configError } from '../errors.js';
 import { HASH_ALGOS, type HashAlgo } from '../util/hash.js';
 import { compilePattern, PatternError } from '../scan/exclude.js';
+import { checkHooks, checkView, type HooksConfig, type ViewConfig } from './job-config.js';
 
 /** The validated config (docs/CONFIG.md). */
 export interface Config {
@@ -18,6 +19,9 @@ export interface Config {
   /** A controlling service's config over HTTPS (docs/CONFIG.md, "Config from a URL"), and the CA to check it with. */
   configUrl?: string;
   configUrlCa?: string;
+  /** The consistent view and the hooks around it (docs/VIEWS.md). */
+  view?: ViewConfig;
+  hooks: HooksConfig;
 }
 
 export interface TargetConfig {
@@ -100,7 +104,7 @@ function describe(v: unknown): string {
   return `${typeof v} ${JSON.stringify(v)}`;
 }
 
-const TOP = ['job', 'sources', 'exclude', 'exclude_from', 'one_file_system', 'checksum', 'targets', 'config_url', 'config_url_ca'];
+const TOP = ['job', 'sources', 'exclude', 'exclude_from', 'one_file_system', 'checksum', 'targets', 'config_url', 'config_url_ca', 'view', 'hooks'];
 const TARGET = ['store', 'identity', 'known_hosts', 'host_key', 'reconnect_for', 'from'];
 
 /** Parses YAML text into its value and a Checker that reports problems with file and line. */
@@ -196,7 +200,8 @@ export function parseConfig(text: string, file: string): Config {
       if (f.from !== undefined && f.from !== 'source') c.fail(['targets', t.name, 'from'], `"${t.from}" is itself fed from "${f.from}": feed this one from "${f.from}" too`);
     } else if (local && t !== local && t.store.startsWith('sftp://')) t.from = local.name;
   }
-  const out: Config = { file, job, sources, exclude, excludeFrom, oneFileSystem, checksum, targets };
+  const view = checkView(c, o.view, job ?? 'default');
+  const out: Config = { file, job, sources, exclude, excludeFrom, oneFileSystem, checksum, targets, hooks: checkHooks(c, o.hooks), ...(view ? { view } : {}) };
   if (o.config_url !== undefined) {
     out.configUrl = c.str(['config_url'], o.config_url, 'an https:// URL');
     let u: URL | null = null;

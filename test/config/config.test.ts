@@ -97,3 +97,25 @@ test('a config drives a real backup to each named target', () => {
     rmrf(dir);
   }
 });
+
+test('view and hooks: checked like the rest, each mistake named on one line', () => {
+  const base = `sources: [/srv]\ntargets:\n  local:\n    store: /backups/server1\n`;
+  const c = parseConfig(`${base}view:\n  type: lvm\n  volume: /dev/vg0/srv\n  origin: /srv\nhooks:\n  before:\n    - "occ maintenance:mode --on"\n    - run: [pg_dump, -f, /srv/db.sql]\n      user: postgres\n      timeout: 30\n      mode: optional\n`, 'b.yaml');
+  assert.deepEqual(c.view, { type: 'lvm', volume: 'vg0/srv', size: '10%ORIGIN', origin: '/srv', mount: '/run/bakker/view-default', mountOptions: [] });
+  assert.deepEqual(c.hooks.before, [
+    { run: 'occ maintenance:mode --on', timeout: 600, env: {}, mode: 'essential' },
+    { run: ['pg_dump', '-f', '/srv/db.sql'], timeout: 30, env: {}, mode: 'optional', user: 'postgres' },
+  ]);
+  const bad: [string, RegExp][] = [
+    [`${base}view:\n  type: zfs\n`, /^b\.yaml:6: view\.type: expected none, lvm or btrfs, got "zfs"$/],
+    [`${base}view:\n  type: lvm\n  volume: vg0\n  origin: /srv\n`, /^b\.yaml:7: view\.volume: "vg0" is not VG\/LV or \/dev\/VG\/LV/],
+    [`${base}view:\n  type: lvm\n  volume: vg0/srv\n`, /^b\.yaml:6: view: missing "origin"/],
+    [`${base}view:\n  type: lvm\n  volume: vg0/srv\n  origin: /srv\n  size: lots\n`, /view\.size: "lots" is not a size/],
+    [`${base}view:\n  type: btrfs\n  subvolume: srv\n`, /view\.subvolume: "srv" is not absolute/],
+    [`${base}hooks:\n  befor: [x]\n`, /"befor" is not a known setting here \(known: before, after_snapshot, after, on_failure\)/],
+    [`${base}hooks:\n  before:\n    - run: x\n      mode: maybe\n`, /hooks\.before\.0\.mode: expected essential or optional, got "maybe"/],
+    [`${base}hooks:\n  before:\n    - run: x\n      timeout: -1\n`, /hooks\.before\.0\.timeout: expected seconds \(more than 0\), got -1/],
+    [`${base}hooks:\n  after: [[]]\n`, /hooks\.after\.0\.run: expected a command/],
+  ];
+  for (const [text, re] of bad) assert.throws(() => parseConfig(text, 'b.yaml'), (e: Error) => re.test(e.message), `${re} for:\n${text}`);
+});

@@ -165,23 +165,24 @@ test('remove-client asks before deleting data, then removes account, keys, sshd 
 test('with volume_group, a sized client gets its own logical volume (LVM stand-in on loop devices): made, mounted, grown online, removed', () => {
   const fake = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../../test/helpers/fake-lvm');
   const lvmDir = path.join(work, 'lvm');
-  fs.mkdirSync(path.join(lvmDir, 'bakkervg'), { recursive: true });
-  fs.writeFileSync(path.join(lvmDir, 'bakkervg', '.size'), String(512 << 20));
+  const vg = `bkvg${Math.random().toString(16).slice(2, 8)}`;
+  fs.mkdirSync(path.join(lvmDir, vg), { recursive: true });
+  fs.writeFileSync(path.join(lvmDir, vg, '.size'), String(512 << 20));
   const cfg = path.join(work, 'storage-lvm.yaml');
-  fs.writeFileSync(cfg, fs.readFileSync(sshd.storageConfig, 'utf8') + 'volume_group: bakkervg\n');
+  fs.writeFileSync(cfg, fs.readFileSync(sshd.storageConfig, 'utf8') + `volume_group: ${vg}\n`);
   const env = { PATH: `${fake}:${process.env.PATH}`, FAKE_LVM_DIR: lvmDir };
   const lvm = (args: string[]) => bakker(['storage', ...args, '--storage-config', cfg], { env });
   const name = `bklvm${Math.random().toString(16).slice(2, 8)}`;
   const key = path.join(work, name);
   sh('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
   const backups = path.join(sshd.chrootBase, name, 'backups');
-  const image = path.join(lvmDir, 'bakkervg', `bakker-${name}.img`);
+  const image = path.join(lvmDir, vg, `bakker-${name}.img`);
   try {
     const add = lvm(['add-client', name, '--pubkey', `${key}.pub`, '--size', '64M']);
     assert.equal(add.code, 0, add.stderr);
-    const device = sh('lvs', ['--noheadings', '-o', 'lv_path', `bakkervg/bakker-${name}`], { env: { ...process.env, ...env } }).trim();
-    assert.match(device, /^\/dev\/loop\d+$/);
-    assert.equal(sh('findmnt', ['-n', '-o', 'SOURCE,OPTIONS', backups]).split(/\s+/)[0], device, 'its backups folder is the logical volume');
+    const device = sh('lvs', ['--noheadings', '-o', 'lv_path', `${vg}/bakker-${name}`], { env: { ...process.env, ...env } }).trim();
+    assert.equal(device, `/dev/${vg}/bakker-${name}`);
+    assert.equal(sh('findmnt', ['-n', '-o', 'SOURCE', backups]).trim(), fs.realpathSync(device), 'its backups folder is the logical volume');
     assert.match(sh('findmnt', ['-n', '-o', 'OPTIONS', backups]), /nosuid.*nodev.*noexec/);
     assert.ok(fs.readFileSync(path.join(path.dirname(sshd.storageConfig), 'fstab'), 'utf8').includes(`${device} ${backups} ext4 nosuid,nodev,noexec 0 2 # bakker client ${name}`));
     assert.equal(fs.statSync(image).size, 64 << 20);
@@ -199,12 +200,13 @@ test('with volume_group, a sized client gets its own logical volume (LVM stand-i
     assert.equal(bakker(['list', '--store', url, ...sshOpts(key)]).code, 0, 'the snapshot is still there');
     const tooBig = lvm(['grow', name, '--size', '1G']);
     assert.equal(tooBig.code, 1);
-    assert.match(tooBig.stderr, /^bakker: grow: lvextend -L \d+b bakkervg\/bakker-\w+ failed \(exit 5\): Insufficient free space/m);
+    assert.match(tooBig.stderr, new RegExp(`^bakker: grow: lvextend -L \\d+b ${vg}/bakker-\\w+ failed \\(exit 5\\): Insufficient free space`, 'm'));
 
     const rm = lvm(['remove-client', name, '--yes']);
     assert.equal(rm.code, 0, rm.stderr);
     assert.equal(fs.existsSync(image), false, 'the logical volume is removed');
     assert.equal(sh('losetup', ['-a']).includes(image), false);
+    assert.equal(fs.existsSync(`/dev/${vg}`), false, 'and its /dev/VG link');
   } finally {
     if (fs.existsSync(path.join(path.dirname(sshd.storageConfig), 'clients', `${name}.json`)) || spawnSync('id', [name]).status === 0) lvm(['remove-client', name, '--yes']);
   }

@@ -44,6 +44,8 @@ export interface BackupOptions {
   headerExtra?: Record<string, unknown>;
   /** Skip the check that the store has room for a run like the last one. */
   noSpaceCheck?: boolean;
+  /** Folders (absolute recorded paths) never descended into, such as a view's own snapshot folder. */
+  skip?: string[];
   /**
    * Copy this snapshot of a local store instead of walking `sources` (docs/DESIGN.md, "Several
    * targets"): the new snapshot takes its name, its entries come from its impl, its content
@@ -67,6 +69,13 @@ type Counts = WalkCounts;
 type Out = (WalkItem & { kind: 'entry' }) | Lines | { kind: 'dirEnd'; rel: Buffer; block: Buffer };
 /** Unchanged entries' previous lines; null for one left out (remote fast path, see relinkFailed). */
 type Lines = { kind: 'lines'; lines: (Buffer | null)[]; block: Buffer; recs: number[]; dropped?: boolean };
+
+function withSkips(a: Set<string> | undefined, more: string[] | undefined): Set<string> | undefined {
+  if (!more?.length) return a;
+  const s = new Set(a);
+  for (const m of more) s.add(Buffer.from(m).toString('latin1'));
+  return s;
+}
 
 /** A local store inside a source is left out of the backup (it would copy itself over and over). */
 function storeSkip(store: Store, sources: SourceSpec[], emit: Emit): Set<string> | undefined {
@@ -197,7 +206,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     const root = store.localRoot;
     // A remote store's impl is hashed as it is read: its cached index is checked against it.
     prevImpl = await PreviousImpl.open(store, previous, emit, { hash: !root });
-    const skip = opts.from ? undefined : storeSkip(store, opts.sources, emit);
+    const skip = opts.from ? undefined : withSkips(storeSkip(store, opts.sources, emit), opts.skip);
 
     // The fast path: directory scans compare with the previous snapshot's index and find the
     // unchanged files (on a local store they link them too; on a remote one the run links them
@@ -352,6 +361,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       if (wait) await wait;
     }
     await prevImpl.rest(() => counts.removed++);
+    checkAbort(opts.signal); // a signal during the last stretch of the walk: nothing is published
     if (prevIndex && remoteFast) {
       // The lines taken by entry number must have come from the impl the index was made with.
       const read = await prevImpl.digest();
@@ -389,6 +399,10 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       indexWriter = null;
     }
     const tWritten = Date.now();
+    // The last moment to stop: a signal that came in meanwhile is seen (its handler runs on this
+    // turn of the event loop), and nothing is published.
+    await new Promise((r) => setImmediate(r));
+    checkAbort(opts.signal);
     await publish(store, runDir, name, summary, place);
     summary.phasesMs = { walk: tWalked - t0, finish: tWritten - tWalked, publish: Date.now() - tWritten };
     runDir = null;

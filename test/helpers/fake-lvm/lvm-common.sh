@@ -28,13 +28,26 @@ round_extents() { echo $(( ($1 + EXTENT - 1) / EXTENT * EXTENT )); }
 
 vg_dir() { echo "$FAKE_LVM_DIR/$1"; }
 
+# A snapshot is a full copy here (NAME.img) but takes only its copy-on-write size from the VG
+# (NAME.snap holds it), as with LVM.
 vg_free() {
   local d; d=$(vg_dir "$1")
   local total used=0 f
   total=$(cat "$d/.size")
-  for f in "$d"/*.img; do [ -e "$f" ] && used=$((used + $(stat -c %s "$f"))); done
+  for f in "$d"/*.img; do
+    [ -e "$f" ] || continue
+    if [ -e "${f%.img}.snap" ]; then used=$((used + $(cat "${f%.img}.snap")))
+    else used=$((used + $(stat -c %s "$f"))); fi
+  done
   echo $((total - used))
 }
+
+vg_total() { cat "$(vg_dir "$1")/.size"; }
+
+# /dev/VG/LV -> the loop device, as udev makes it for LVM
+dev_link() { echo "/dev/$1/$2"; }
+make_link() { mkdir -p "/dev/$1"; ln -sfn "$3" "/dev/$1/$2"; }
+drop_link() { rm -f "/dev/$1/$2"; rmdir "/dev/$1" 2>/dev/null || true; }
 
 # "VG/LV" or "/dev/VG/LV" -> sets VG and LV
 split_lv() {
