@@ -2,10 +2,10 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { bakker, jsonLines } from '../helpers/cli.js';
 import { rmrf, sh } from '../helpers/tree.js';
+import { freePort } from '../helpers/sshd.js';
 
 /*
  * A database dump hook against a real PostgreSQL (its own cluster, port and socket folder, run as
@@ -22,17 +22,6 @@ function pgBin(): string {
   const versions = fs.existsSync(base) ? fs.readdirSync(base).filter((v) => fs.existsSync(path.join(base, v, 'bin', 'initdb'))).sort((a, b) => Number(b) - Number(a)) : [];
   if (!versions.length) throw new Error('PostgreSQL is not installed (scripts/install-test-deps.sh installs the postgresql package)');
   return path.join(base, versions[0]!, 'bin');
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const p = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(p));
-    });
-  });
 }
 
 const asPostgres = (cmd: string, args: string[]) => sh('runuser', ['-u', 'postgres', '--', cmd, ...args]);

@@ -46,7 +46,8 @@ export interface Sshd {
 
 const SSHD = '/usr/sbin/sshd';
 
-function freePort(): Promise<number> {
+/** A TCP port free on 127.0.0.1 right now. */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.once('error', reject);
