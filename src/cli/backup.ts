@@ -321,7 +321,10 @@ async function backupTarget(target: Target, plan0: Plan, out: Output, signal: Ab
     out.summary({ command: 'backup', target: target.name, store: store.url, dryRun: r.dryRun, ...url, storeConfig, ...(note ? { storeConfigNote: note } : {}), ...(view.downtimeMs !== null ? { downtimeMs: view.downtimeMs } : {}), ...s });
     if (r.dryRun) {
       out.line(`dry run: snapshot ${s.snapshot} would copy ${count(s.added + s.changed)} files (${bytes(s.bytesCopied)}), link ${count(s.unchanged)}; ${count(s.removed)} entries gone since ${s.previous ?? 'nothing'}`);
-    } else report(out, s, store.url);
+    } else {
+      report(out, s, store.url);
+      if (view.downtimeMs !== null) out.line(`  downtime ${(view.downtimeMs / 1000).toFixed(1)} s (from the first before hook to the end of the after_snapshot hooks)`);
+    }
     return { code: s.unreadable > 0 ? EXIT.PARTIAL : EXIT.OK, snapshot: r.dryRun ? null : s.snapshot };
   } finally {
     out.stopProgress();

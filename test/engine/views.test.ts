@@ -203,6 +203,7 @@ test('failures: an essential before hook, a snapshot that cannot be taken, a hoo
   r = bakker(['backup', '-c', c.cfg], { env });
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /hook before\[0\] \(exit 4\) failed: exit code 4 \(optional: the run goes on\)/);
+  assert.match(r.stdout, /^  downtime \d+\.\d s \(from the first before hook to the end of the after_snapshot hooks\)$/m, 'the downtime is in the summary');
   reset();
 
   // 3. The snapshot cannot be taken (no room in the volume group): maintenance still switched off.

@@ -2,9 +2,6 @@ import type { Store } from '../../store/store.js';
 import type { Semaphore } from '../../util/semaphore.js';
 import { LazyJob } from './ordered-queue.js';
 
-/** Links per batch: one thread-pool job (or, over SFTP, one burst of requests) each. */
-export const LINK_BATCH = 256;
-
 /**
  * Hard links of unchanged entries from the previous snapshot (`fromDir/rel` to `toDir/rel`),
  * sent to the store together: one Job shared by every entry in the batch, so the common case
