@@ -45,6 +45,11 @@ export async function writeSummary(store: Store, s: SnapshotSummary): Promise<vo
   await store.writeFile(summaryPath(s.snapshot), Buffer.from(JSON.stringify(s) + '\n'));
 }
 
+/** Removes a snapshot's cached summary (it goes with the snapshot). */
+export async function removeSummary(store: Store, name: string): Promise<void> {
+  await store.unlink(summaryPath(name)).catch(() => undefined);
+}
+
 /** The cached summary, or one rebuilt from the impl's header and trailer (and cached again). */
 /** The summary file alone (null when missing or unreadable): cheap, for estimates. */
 export async function readSummaryFile(store: Store, name: string): Promise<SnapshotSummary | null> {

@@ -17,7 +17,7 @@ import { display, join } from '../../util/bpath.js';
 import { loadHash, type HashAlgo } from '../../util/hash.js';
 import { newProgress, noEmit, type Emit, type Progress } from '../events.js';
 import { acquireLock, diffPath, implPath, initStore, listStore, mkdirIfMissing, RUN_DIR, setLatest, treePath } from '../layout.js';
-import { nextSnapshotName } from '../naming.js';
+import { compareSnapshotNames, nextSnapshotName } from '../naming.js';
 import { faultPoint } from '../fault.js';
 import { cleanupIncomplete } from './cleanup.js';
 import { checkSpace, leaveRequest } from '../space.js';
@@ -174,7 +174,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     if (previous && !opts.noSpaceCheck) await checkSpace(store, readSummaryFile(store, previous), (message) => emit({ event: 'warning', message }));
     if (opts.from) {
       name = opts.from.snapshot;
-      const why = listing.complete.includes(name) ? `${store.url} already has ${name}` : previous && previous > name ? `${store.url} has a newer snapshot (${previous}) than ${name}` : null;
+      const why = listing.complete.includes(name) ? `${store.url} already has ${name}` : previous && compareSnapshotNames(previous, name) > 0 ? `${store.url} has a newer snapshot (${previous}) than ${name}` : null;
       if (why) return { snapshot: null, previous, dryRun: false, upToDate: why, summary: emptySummary(name, previous, now) };
       if (listing.used.has(name)) throw new BakkerError('STORE', `${store.url} has a folder named ${name} that is not a complete snapshot: remove it there, then run again`);
     } else name = nextSnapshotName(listing.used, now);

@@ -300,6 +300,34 @@ export class IndexPlace {
     }
   }
 
+  /**
+   * The index of `name` made to match a rewritten impl (a prune merged into it; its entries and
+   * their order are the same): prepares the new file now and returns what puts it in place
+   * (called right after the new impl is). Null when there is no usable index of `name`.
+   */
+  rebind(name: string, implSha: string, implBytes: number): (() => void) | null {
+    const file = this.file(name);
+    let buf: Buffer;
+    try {
+      buf = fs.readFileSync(file);
+    } catch {
+      return null;
+    }
+    if (buf.length < TRAILER || buf.toString('latin1', buf.length - 8) !== MAGIC) return null;
+    const metaOff = buf.readDoubleLE(buf.length - TRAILER + 8);
+    let meta: IndexMeta;
+    try {
+      meta = JSON.parse(buf.toString('utf8', metaOff, buf.length - TRAILER)) as IndexMeta;
+    } catch {
+      return null;
+    }
+    const metaBuf = Buffer.from(JSON.stringify({ ...meta, impl: implSha, implBytes }) + '\n');
+    const out = Buffer.concat([buf.subarray(0, metaOff), metaBuf, buf.subarray(buf.length - TRAILER)]);
+    const tmp = `${file}.rebind-${process.pid}`;
+    fs.writeFileSync(tmp, out, { mode: 0o600 });
+    return () => fs.renameSync(tmp, file);
+  }
+
   /** Drops the index of `name` (it did not match its impl). */
   drop(name: string): void {
     fs.rmSync(this.file(name), { force: true });

@@ -1,0 +1,173 @@
+import { BakkerError } from '../../errors.js';
+import { ImplReader, ImplWriter } from '../../manifest/impl-io.js';
+import type { PrevRecord } from '../../manifest/prev-record.js';
+import type { Store } from '../../store/store.js';
+import { join, parent } from '../../util/bpath.js';
+import type { Emit } from '../events.js';
+import { acquireLock, diffPath, implPath, listStore, mkdirIfMissing, RUN_DIR, treePath } from '../layout.js';
+import { SNAPSHOT_RE } from '../naming.js';
+import { readSummaryFile, removeSummary } from '../summary.js';
+import { applyPolicy, type Decision, type Policy } from './policy.js';
+import { IndexPlace } from '../backup/snapshot-index.js';
+import { stateDir } from '../../util/state-dir.js';
+
+export interface PruneResult {
+  decisions: Decision[];
+  removed: string[];
+  /** Kept snapshots whose diff folder and history were rebuilt against a new predecessor. */
+  merged: string[];
+  dryRun: boolean;
+}
+
+/** When a snapshot ran: its summary's start, else its name's date (run N at N minutes past midnight). */
+async function timeOf(store: Store, name: string): Promise<Date> {
+  const s = await readSummaryFile(store, name);
+  const t = s?.start ? new Date(s.start) : null;
+  if (t && !Number.isNaN(t.getTime())) return t;
+  const m = SNAPSHOT_RE.exec(name)!;
+  return new Date(Number(m[1]), Number(m[2]) - 1, Number(m[3]), 0, Number(m[4]));
+}
+
+/**
+ * Applies a policy to a store (docs/RETENTION.md): decides every complete snapshot, then (unless
+ * a dry run) merges each kept snapshot that loses its predecessor (its impl's `since` history and
+ * its diff folder are rebuilt, so its diff holds all that is new since the previous kept one),
+ * and only then removes the others (impl first: a snapshot without one is incomplete, and any
+ * later run clears what a killed prune left). `locked`: the caller holds the store's lock.
+ */
+export async function prune(store: Store, policy: Policy, opts: { dryRun?: boolean; emit: Emit; locked?: boolean }): Promise<PruneResult> {
+  const lock = opts.locked || opts.dryRun ? null : await acquireLock(store);
+  try {
+    const { complete } = await listStore(store);
+    const snaps = await Promise.all(complete.map(async (name) => ({ name, time: await timeOf(store, name) })));
+    const decisions = applyPolicy(snaps, policy);
+    const result: PruneResult = { decisions, removed: [], merged: [], dryRun: opts.dryRun === true };
+    if (opts.dryRun) return result;
+    const kept = new Set(decisions.filter((d) => d.keep).map((d) => d.name));
+    // Merges, oldest first: each kept snapshot whose predecessor goes takes over what the removed
+    // ones between it and its new predecessor first held.
+    let gone: string[] = [];
+    let prevKept: string | null = null;
+    for (const name of complete) {
+      if (!kept.has(name)) {
+        gone.push(name);
+        continue;
+      }
+      if (gone.length > 0) {
+        await mergeInto(store, name, prevKept, new Set(gone), opts.emit);
+        result.merged.push(name);
+      }
+      gone = [];
+      prevKept = name;
+    }
+    for (const name of complete) {
+      if (kept.has(name)) continue;
+      await removeSnapshot(store, name);
+      result.removed.push(name);
+      opts.emit({ event: 'info', message: `removed ${name}` });
+    }
+    return result;
+  } finally {
+    await lock?.release().catch(() => undefined);
+  }
+}
+
+/** Removes a snapshot: impl first (then it is no longer complete), its summary, tree and diff folder. */
+export async function removeSnapshot(store: Store, name: string): Promise<void> {
+  await store.unlink(implPath(name)).catch((err) => {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  });
+  await removeSummary(store, name);
+  await Promise.all([store.remove(treePath(name)), store.remove(diffPath(name))]);
+}
+
+/**
+ * Rebuilds kept snapshot `name` against its new predecessor `previous`: every entry whose
+ * content first appeared in one of the removed snapshots `gone` now first appears in `name`
+ * (its impl line's `since` becomes `name`), and the diff folder is made again from the tree:
+ * a hard link for each file and symlink whose `since` is `name` (the first member of a hard-link
+ * group only, as a backup makes it). The new impl and diff replace the old ones by rename.
+ */
+async function mergeInto(store: Store, name: string, previous: string | null, gone: Set<string>, emit: Emit): Promise<void> {
+  const work = join(RUN_DIR, `merge-${name}`);
+  await store.remove(work);
+  await mkdirIfMissing(store, RUN_DIR);
+  await store.mkdir(work, 0o700);
+  const newDiff = join(work, 'diff');
+  await store.mkdir(newDiff, 0o700);
+  const reader = await ImplReader.open(store, implPath(name));
+  const writer = new ImplWriter(store, join(work, 'impl'), { ...reader.header, previous });
+  const made = new Set<string>();
+  const groups = new Set<number>();
+  const links: Buffer[] = [];
+  const tree = treePath(name);
+  const flush = async () => {
+    if (links.length === 0) return;
+    const batch = links.splice(0);
+    if (store.linkMany) {
+      const codes = await store.linkMany(tree, newDiff, batch);
+      const bad = codes.findIndex((c) => c !== null);
+      if (bad >= 0) throw new BakkerError('IO', `merging into ${name}: cannot link ${batch[bad]!.toString()} into its diff folder (${codes[bad]})`);
+    } else for (const r of batch) await store.link(join(tree, r), join(newDiff, r));
+  };
+  const mkdirs = async (dir: Buffer) => {
+    if (dir.length === 0) return;
+    const key = dir.toString('latin1');
+    if (made.has(key)) return;
+    await mkdirs(parent(dir));
+    await store.mkdir(join(newDiff, dir), 0o700);
+    made.add(key);
+  };
+  let trailer;
+  try {
+    for (;;) {
+      let r: PrevRecord | null | undefined = reader.nextRecordSync();
+      if (r === undefined) r = await reader.nextRecord();
+      if (r === null) break;
+      const since = r.o.since;
+      const takesOver = typeof since === 'string' && gone.has(since);
+      if (!takesOver) {
+        const w = writer.writeLines([r.line]);
+        if (w) await w;
+      } else {
+        const e = r.entry();
+        e.since = name;
+        const w = writer.write(e);
+        if (w) await w;
+      }
+      const isNew = takesOver || since === name;
+      const type = r.o.type;
+      if (!isNew || (type !== 'file' && type !== 'symlink')) continue;
+      const group = typeof r.o.hardlink === 'number' ? r.o.hardlink : undefined;
+      if (group !== undefined) {
+        if (groups.has(group)) continue;
+        groups.add(group);
+      }
+      await mkdirs(parent(r.path));
+      links.push(r.path);
+      if (links.length >= 256) await flush();
+    }
+    await flush();
+    trailer = reader.trailer;
+  } catch (err) {
+    writer.abort();
+    throw err;
+  } finally {
+    reader.close();
+  }
+  if (!trailer) {
+    writer.abort();
+    throw new BakkerError('IMPL', `the impl of ${name} has no trailer: it is damaged; nothing was removed`);
+  }
+  await writer.close({ ...trailer });
+  const rebound = IndexPlace.for(store, stateDir())?.rebind(name, writer.digest(), writer.bytes);
+  // Swap in: the diff folder (old one out of the way first), then the impl.
+  await store.rename(diffPath(name), join(work, 'old-diff')).catch((err) => {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  });
+  await store.rename(newDiff, diffPath(name));
+  await store.rename(join(work, 'impl'), implPath(name));
+  rebound?.();
+  await store.remove(work);
+  emit({ event: 'info', message: `merged into ${name}: its diff folder now holds what is new since ${previous ?? 'nothing (it is the oldest now)'}` });
+}
