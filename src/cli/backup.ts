@@ -16,6 +16,8 @@ import { EXIT, exitCodeOf } from './exit-codes.js';
 import { listStore } from '../engine/layout.js';
 import type { SnapshotSummary } from '../engine/summary.js';
 import { withJobView, type ViewContext } from '../engine/view/job.js';
+import { isEmpty } from '../engine/retention/policy.js';
+import { prune } from '../engine/retention/prune.js';
 import type { HooksConfig, ViewConfig } from '../config/job-config.js';
 
 export const help = `Usage: bakker backup [SOURCE...] --store DIR [options]
@@ -69,7 +71,7 @@ const OPTIONS = {
 
 interface Plan {
   sources: string[];
-  stores: Pick<TargetConfig, 'name' | 'store' | 'identity' | 'knownHosts' | 'hostKey' | 'reconnectFor' | 'from'>[];
+  stores: Pick<TargetConfig, 'name' | 'store' | 'identity' | 'knownHosts' | 'hostKey' | 'reconnectFor' | 'from' | 'retention'>[];
   /** Every target of the config (a target fed from another needs that one's store). */
   all: TargetConfig[];
   exclude: string[];
@@ -237,6 +239,21 @@ function sshFor(target: Target, plan: Plan, out: Output): SshOptions {
   return { ...plan.ssh, identity: plan.ssh.identity ?? target.identity, knownHosts: plan.ssh.knownHosts ?? target.knownHosts, fingerprint: plan.ssh.fingerprint ?? target.hostKey, reconnectFor: plan.ssh.reconnectFor ?? target.reconnectFor, log: (message: string) => out.emit({ event: 'info', message }) };
 }
 
+/**
+ * A target with a retention policy is pruned right after its snapshot is published (never
+ * before: deleting must not delay a backup). A failed prune is a warning: the backup stands.
+ */
+async function pruneAfter(target: Target, store: Store, out: Output): Promise<void> {
+  if (!target.retention || isEmpty(target.retention)) return;
+  try {
+    const r = await prune(store, target.retention, { emit: out.emit });
+    out.summary({ command: 'prune', target: target.name, store: store.url, dryRun: false, snapshots: r.decisions.length, kept: r.decisions.length - r.removed.length, removed: r.removed, merged: r.merged });
+    if (r.removed.length) out.line(`  pruned ${r.removed.length} snapshot(s) by the retention policy: ${r.removed.join(', ')}`);
+  } catch (err) {
+    out.emit({ event: 'warning', message: `target ${target.name}: pruning after the backup failed (${errMessage(err)}); the new snapshot is published; run bakker prune again` });
+  }
+}
+
 function report(out: Output, s: SnapshotSummary, url: string): void {
   out.line(`snapshot ${s.snapshot} on ${url}${s.previous ? ` (previous ${s.previous})` : ' (first, full)'}`);
   out.line(`  ${count(s.entries)} entries: ${count(s.added)} new, ${count(s.changed)} changed, ${count(s.unchanged)} unchanged, ${count(s.removed)} removed`);
@@ -277,6 +294,7 @@ async function copyTarget(target: Target, plan: Plan, out: Output, signal: Abort
       else {
         report(out, s, store.url);
         out.line(`  (a copy of ${newest} on ${local.url})`);
+        await pruneAfter(target, store, out);
       }
       return s.unreadable > 0 ? EXIT.PARTIAL : EXIT.OK;
     } finally {
@@ -324,6 +342,7 @@ async function backupTarget(target: Target, plan0: Plan, out: Output, signal: Ab
     } else {
       report(out, s, store.url);
       if (view.downtimeMs !== null) out.line(`  downtime ${(view.downtimeMs / 1000).toFixed(1)} s (from the first before hook to the end of the after_snapshot hooks)`);
+      await pruneAfter(target, store, out);
     }
     return { code: s.unreadable > 0 ? EXIT.PARTIAL : EXIT.OK, snapshot: r.dryRun ? null : s.snapshot };
   } finally {

@@ -15,6 +15,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   diff: () => import('./diff.js'),
   restore: () => import('./restore.js'),
   verify: () => import('./verify.js'),
+  prune: () => import('./prune.js'),
   storage: () => import('./storage.js'),
 };
 
@@ -29,6 +30,7 @@ Commands:
   diff      show what changed between two snapshots
   restore   restore a snapshot, or part of it, into a folder
   verify    check snapshots against their impls
+  prune     remove snapshots a retention policy does not keep (merging their diffs)
   storage   manage client accounts on the storage server (as root there)
   help      show help for a command
 

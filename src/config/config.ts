@@ -4,7 +4,8 @@ import { LineCounter, parseDocument, isMap, isScalar, type Node, type Document }
 import { configError } from '../errors.js';
 import { HASH_ALGOS, type HashAlgo } from '../util/hash.js';
 import { compilePattern, PatternError } from '../scan/exclude.js';
-import { checkHooks, checkView, type HooksConfig, type ViewConfig } from './job-config.js';
+import { checkHooks, checkRetention, checkView, type HooksConfig, type ViewConfig } from './job-config.js';
+import type { Policy } from '../engine/retention/policy.js';
 
 /** The validated config (docs/CONFIG.md). */
 export interface Config {
@@ -38,6 +39,8 @@ export interface TargetConfig {
    * target whose newest snapshot is copied (docs/CONFIG.md, "Several targets").
    */
   from?: string;
+  /** Pruned by this policy after each backup to it (docs/RETENTION.md). */
+  retention?: Policy;
 }
 
 type Where = (string | number)[];
@@ -105,7 +108,7 @@ function describe(v: unknown): string {
 }
 
 const TOP = ['job', 'sources', 'exclude', 'exclude_from', 'one_file_system', 'checksum', 'targets', 'config_url', 'config_url_ca', 'view', 'hooks'];
-const TARGET = ['store', 'identity', 'known_hosts', 'host_key', 'reconnect_for', 'from'];
+const TARGET = ['store', 'identity', 'known_hosts', 'host_key', 'reconnect_for', 'from', 'retention'];
 
 /** Parses YAML text into its value and a Checker that reports problems with file and line. */
 export function parseYaml(text: string, file: string): { c: Checker; raw: unknown } {
@@ -186,6 +189,7 @@ export function parseConfig(text: string, file: string): Config {
       c.fail(['targets', name], 'identity, known_hosts, host_key and reconnect_for are for sftp:// stores only');
     }
     if (t.from !== undefined) target.from = c.str(['targets', name, 'from'], t.from, '"source" or the name of a local target');
+    if (t.retention !== undefined) target.retention = checkRetention(c, ['targets', name, 'retention'], t.retention);
     targets.push(target);
   }
   if (targets.length === 0) c.fail(['targets'], 'expected at least one target');

@@ -1,5 +1,6 @@
 import path from 'node:path';
 import type { Checker } from './config.js';
+import { parseDuration, type Policy } from '../engine/retention/policy.js';
 
 /**
  * A job's consistent view and hooks (docs/VIEWS.md): the sources are read from a snapshot of
@@ -130,4 +131,43 @@ export function checkHooks(c: Checker, v: unknown): HooksConfig {
     out[phase] = list.map((h, i) => checkHook(c, ['hooks', phase, i], h));
   }
   return out;
+}
+
+const RETENTION_COUNTS: [string, keyof Policy][] = [
+  ['keep_last', 'keepLast'],
+  ['keep_hourly', 'keepHourly'],
+  ['keep_daily', 'keepDaily'],
+  ['keep_weekly', 'keepWeekly'],
+  ['keep_monthly', 'keepMonthly'],
+  ['keep_yearly', 'keepYearly'],
+  ['min_keep', 'minKeep'],
+];
+const RETENTION_DURATIONS: [string, keyof Policy][] = [
+  ['keep_within', 'keepWithin'],
+  ['keep_within_hourly', 'keepWithinHourly'],
+  ['keep_within_daily', 'keepWithinDaily'],
+  ['keep_within_weekly', 'keepWithinWeekly'],
+  ['keep_within_monthly', 'keepWithinMonthly'],
+  ['keep_within_yearly', 'keepWithinYearly'],
+];
+export const RETENTION_KEYS = [...RETENTION_COUNTS, ...RETENTION_DURATIONS].map(([k]) => k);
+
+/** A retention policy (docs/RETENTION.md): counts are whole numbers (-1: all), durations like 14d or 1y6m. */
+export function checkRetention(c: Checker, where: (string | number)[], v: unknown): Policy {
+  const o = c.keys(where, v, RETENTION_KEYS);
+  const p: Policy = {};
+  for (const [key, field] of RETENTION_COUNTS) {
+    const x = o[key];
+    if (x === undefined) continue;
+    if (typeof x !== 'number' || !Number.isInteger(x) || x < -1 || (key === 'min_keep' && x < 0)) c.fail([...where, key], `expected a whole number${key === 'min_keep' ? '' : ' (-1: all)'}, got ${JSON.stringify(x)}`);
+    (p as Record<string, unknown>)[field] = x;
+  }
+  for (const [key, field] of RETENTION_DURATIONS) {
+    const x = o[key];
+    if (x === undefined) continue;
+    const d = typeof x === 'string' ? parseDuration(x) : null;
+    if (!d) c.fail([...where, key], `expected a duration such as 14d, 6m or 1y6m (years, months, days, hours), got ${JSON.stringify(x)}`);
+    (p as Record<string, unknown>)[field] = d;
+  }
+  return p;
 }

@@ -5,7 +5,7 @@ import type { Store } from '../../store/store.js';
 import { join, parent } from '../../util/bpath.js';
 import type { Emit } from '../events.js';
 import { acquireLock, diffPath, implPath, listStore, mkdirIfMissing, RUN_DIR, treePath } from '../layout.js';
-import { SNAPSHOT_RE } from '../naming.js';
+import { compareSnapshotNames, SNAPSHOT_RE } from '../naming.js';
 import { readSummaryFile, removeSummary } from '../summary.js';
 import { applyPolicy, type Decision, type Policy } from './policy.js';
 import { IndexPlace } from '../backup/snapshot-index.js';
@@ -46,18 +46,19 @@ export async function prune(store: Store, policy: Policy, opts: { dryRun?: boole
     const kept = new Set(decisions.filter((d) => d.keep).map((d) => d.name));
     // Merges, oldest first: each kept snapshot whose predecessor goes takes over what the removed
     // ones between it and its new predecessor first held.
-    let gone: string[] = [];
+    const keptNames = complete.filter((n) => kept.has(n));
+    let lost = false;
     let prevKept: string | null = null;
     for (const name of complete) {
       if (!kept.has(name)) {
-        gone.push(name);
+        lost = true;
         continue;
       }
-      if (gone.length > 0) {
-        await mergeInto(store, name, prevKept, new Set(gone), opts.emit);
+      if (lost) {
+        await mergeInto(store, name, prevKept, keptNames, opts.emit);
         result.merged.push(name);
       }
-      gone = [];
+      lost = false;
       prevKept = name;
     }
     for (const name of complete) {
@@ -82,13 +83,20 @@ export async function removeSnapshot(store: Store, name: string): Promise<void> 
 }
 
 /**
- * Rebuilds kept snapshot `name` against its new predecessor `previous`: every entry whose
- * content first appeared in one of the removed snapshots `gone` now first appears in `name`
- * (its impl line's `since` becomes `name`), and the diff folder is made again from the tree:
- * a hard link for each file and symlink whose `since` is `name` (the first member of a hard-link
- * group only, as a backup makes it). The new impl and diff replace the old ones by rename.
+ * Rebuilds kept snapshot `name` against its new predecessor `previous`. Each entry's `since`
+ * becomes the first kept snapshot at or after it (`kept`, oldest first): what first appeared in
+ * a removed snapshot now first appears in the kept one after it, here `name` when nothing kept
+ * lies between. Then the diff folder is made again from the tree: a hard link for each file and
+ * symlink whose `since` is `name` (the first member of a hard-link group only, as a backup makes
+ * it): everything new since `previous`. The new impl and diff replace the old ones by rename.
+ * Later snapshots keep their lines: a `since` naming a removed snapshot means the first kept one
+ * after it (names sort in time order, so "new since P" is still "since > P").
  */
-async function mergeInto(store: Store, name: string, previous: string | null, gone: Set<string>, emit: Emit): Promise<void> {
+async function mergeInto(store: Store, name: string, previous: string | null, kept: string[], emit: Emit): Promise<void> {
+  const firstKept = (since: string): string => {
+    for (const k of kept) if (compareSnapshotNames(k, since) >= 0) return compareSnapshotNames(k, name) >= 0 ? name : k;
+    return name;
+  };
   const work = join(RUN_DIR, `merge-${name}`);
   await store.remove(work);
   await mkdirIfMissing(store, RUN_DIR);
@@ -125,17 +133,18 @@ async function mergeInto(store: Store, name: string, previous: string | null, go
       if (r === undefined) r = await reader.nextRecord();
       if (r === null) break;
       const since = r.o.since;
-      const takesOver = typeof since === 'string' && gone.has(since);
+      const now = typeof since === 'string' && SNAPSHOT_RE.test(since) ? firstKept(since) : since;
+      const takesOver = now !== since;
       if (!takesOver) {
         const w = writer.writeLines([r.line]);
         if (w) await w;
       } else {
         const e = r.entry();
-        e.since = name;
+        e.since = now as string;
         const w = writer.write(e);
         if (w) await w;
       }
-      const isNew = takesOver || since === name;
+      const isNew = now === name;
       const type = r.o.type;
       if (!isNew || (type !== 'file' && type !== 'symlink')) continue;
       const group = typeof r.o.hardlink === 'number' ? r.o.hardlink : undefined;
