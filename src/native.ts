@@ -17,6 +17,8 @@ export interface Native {
   /** Whole-file copy on the thread pool; see COPY_FIELDS in the C source for the result layout. */
   copyIn(src: Buffer, dest: Buffer, flags: number, mode: number, uid: number, gid: number, mtimeSec: number, mtimeNsec: number): Promise<Float64Array>;
   /** One directory sorted and lstat'ed on the thread pool: [names "a\0b\0", SCAN_FIELDS doubles per entry]. */
+  /** rm -rf on the thread pool, never following a symlink; missing is fine. */
+  removeTree(path: Buffer): Promise<void>;
   scanDir(dir: Buffer, probeXattrs?: boolean, fast?: [Buffer | null, Buffer, Buffer] | [Buffer | null, null, null]): Promise<[Buffer, Float64Array, Buffer?]>;
 }
 

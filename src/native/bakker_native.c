@@ -15,6 +15,7 @@
 #define _GNU_SOURCE
 #include <node_api.h>
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,6 +178,84 @@ static napi_value do_syncfs(napi_env env, napi_callback_info info) {
   close(fd);
   if (rc != 0) return throw_errno(env, e, "syncfs", path);
   return NULL;
+}
+
+/*
+ * removeTree(path) -> Promise<void>: removes `path` and everything under it on the thread pool
+ * (rm -rf without following symlinks: they are unlinked, directories opened with O_NOFOLLOW,
+ * entry types from readdir's d_type). Missing is not an error. Rejects with the first errno.
+ */
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  char path[PATH_MAX_BYTES];
+  int err; char failed[PATH_MAX_BYTES];
+} rm_job_t;
+
+static int rm_dir_at(int dfd, const char *name, rm_job_t *j);
+
+static int rm_entry_at(int dfd, const char *name, unsigned char type, rm_job_t *j) {
+  if (type != DT_DIR && type != DT_UNKNOWN) {
+    if (unlinkat(dfd, name, 0) == 0 || errno == ENOENT) return 0;
+    if (errno != EISDIR) { snprintf(j->failed, sizeof j->failed, "%s", name); return errno; }
+  } else if (type == DT_UNKNOWN) {
+    struct stat st;
+    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno == ENOENT ? 0 : errno;
+    if (!S_ISDIR(st.st_mode)) {
+      if (unlinkat(dfd, name, 0) == 0 || errno == ENOENT) return 0;
+      snprintf(j->failed, sizeof j->failed, "%s", name);
+      return errno;
+    }
+  }
+  return rm_dir_at(dfd, name, j);
+}
+
+static int rm_dir_at(int dfd, const char *name, rm_job_t *j) {
+  for (int pass = 0; pass < 3; pass++) {
+    int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT ? 0 : errno;
+    DIR *d = fdopendir(fd);
+    if (!d) { int e = errno; close(fd); return e; }
+    int err = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+      if (de->d_name[0] == '.' && (de->d_name[1] == 0 || (de->d_name[1] == '.' && de->d_name[2] == 0))) continue;
+      int e = rm_entry_at(dirfd(d), de->d_name, de->d_type, j);
+      if (e && !err) err = e;
+    }
+    closedir(d);
+    if (err) return err;
+    if (unlinkat(dfd, name, AT_REMOVEDIR) == 0 || errno == ENOENT) return 0;
+    if (errno != ENOTEMPTY) { snprintf(j->failed, sizeof j->failed, "%s", name); return errno; }
+    /* entries seen late by readdir: another pass */
+  }
+  return ENOTEMPTY;
+}
+
+static void rm_execute(napi_env env, void *data) {
+  (void)env;
+  rm_job_t *j = data;
+  j->err = rm_entry_at(AT_FDCWD, j->path, DT_UNKNOWN, j);
+}
+
+static void rm_complete(napi_env env, napi_status status, void *data) {
+  (void)status;
+  rm_job_t *j = data;
+  if (j->err) napi_reject_deferred(env, j->deferred, errno_error(env, j->err, "remove", j->failed[0] ? j->failed : j->path));
+  else {
+    napi_value u; napi_get_undefined(env, &u);
+    napi_resolve_deferred(env, j->deferred, u);
+  }
+  napi_delete_async_work(env, j->work);
+  free(j);
+}
+
+static napi_value remove_tree(napi_env env, napi_callback_info info) {
+  size_t argc = 1; napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  rm_job_t *j = calloc(1, sizeof *j);
+  if (!get_path(env, argv[0], j->path, sizeof j->path)) { free(j); return NULL; }
+  return queue_job(env, "bakker.removeTree", rm_execute, rm_complete, j, &j->deferred, &j->work);
 }
 
 /*
@@ -830,6 +909,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"metaBatch", NULL, meta_batch, NULL, NULL, NULL, napi_default, NULL},
     {"copyIn", NULL, copy_in, NULL, NULL, NULL, napi_default, NULL},
     {"scanDir", NULL, scan_dir, NULL, NULL, NULL, napi_default, NULL},
+    {"removeTree", NULL, remove_tree, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

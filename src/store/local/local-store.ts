@@ -29,6 +29,10 @@ const { O_RDONLY, O_NOFOLLOW, O_WRONLY, O_CREAT, O_EXCL } = fs.constants;
 const ERRNO_NAMES = new Map(Object.entries(os.constants.errno).map(([k, v]) => [v, k]));
 
 /** A store in a local folder (the first tier: hard-link snapshots on the same volume). */
+/** Folders removed at once (native jobs on the thread pool). */
+const REMOVE_LANES = 4;
+const SLASH = Buffer.from('/');
+
 export class LocalStore implements Store {
   readonly url: string;
   readonly caps: StoreCaps;
@@ -246,8 +250,45 @@ export class LocalStore implements Store {
     return fsp.unlink(this.abs(p));
   }
 
-  remove(p: Buffer): Promise<void> {
-    return fsp.rm(this.abs(p), { recursive: true, force: true });
+  /**
+   * rm -rf, as fast as rm itself (a 100k-file snapshot in about the time `rm -rf` takes): the
+   * top few levels are split until there are several folders, which are removed in parallel by
+   * native jobs on the thread pool (unlinkat, never following a symlink); their parents last.
+   */
+  async remove(p: Buffer): Promise<void> {
+    const top = this.abs(p);
+    let level = [top];
+    const parents: Buffer[] = [];
+    for (let depth = 0; depth < 4 && level.length > 0 && level.length < REMOVE_LANES * 2; depth++) {
+      const next: Buffer[] = [];
+      for (const d of level) {
+        let entries: fs.Dirent<Buffer>[];
+        try {
+          entries = fs.readdirSync(d, { withFileTypes: true, encoding: 'buffer' });
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          if (code === 'ENOENT') continue;
+          if (code === 'ENOTDIR') {
+            await native.removeTree(d); // a file or a symlink
+            continue;
+          }
+          throw err;
+        }
+        parents.push(d);
+        for (const e of entries) {
+          const child = Buffer.concat([d, SLASH, e.name]);
+          if (e.isDirectory()) next.push(child);
+          else fs.rmSync(child, { force: true });
+        }
+      }
+      level = next;
+    }
+    let i = 0;
+    const lane = async () => {
+      while (i < level.length) await native.removeTree(level[i++]!);
+    };
+    await Promise.all(Array.from({ length: Math.min(REMOVE_LANES, level.length) }, lane));
+    for (const d of parents.reverse()) await native.removeTree(d);
   }
 
   async statvfs(): Promise<{ freeBytes: number; freeInodes: number }> {

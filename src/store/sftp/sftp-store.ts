@@ -399,11 +399,28 @@ export class SftpStore implements Store {
       });
       return;
     }
-    const names = await this.sftp.readdir(a);
-    await Promise.all(names.map((n) => this.remove(p.length ? Buffer.concat([p, Buffer.from('/'), n.name]) : n.name)));
-    await this.sftp.rmdir(a).catch((err) => {
-      if (errnoCode(err) !== 'ENOENT') throw err;
+    await this.removeDir(a);
+  }
+
+  /**
+   * Empties and removes a folder: the listing's own attributes tell files from folders (no lstat
+   * per entry), every remove of a folder's files is in flight at once, subfolders in parallel.
+   */
+  private async removeDir(a: Buffer): Promise<void> {
+    const entries = await this.sftp.readdir(a).catch((err) => {
+      if (errnoCode(err) === 'ENOENT') return [];
+      throw err;
     });
+    const gone = (err: unknown) => {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+    };
+    await Promise.all(
+      entries.map((e) => {
+        const child = Buffer.concat([a, Buffer.from('/'), e.name]);
+        return ((e.attrs.mode ?? 0) & 0o170000) === 0o040000 ? this.removeDir(child) : this.sftp.remove(child).catch(gone);
+      }),
+    );
+    await this.sftp.rmdir(a).catch(gone);
   }
 
   async statvfs(): Promise<{ freeBytes: number; freeInodes: number }> {

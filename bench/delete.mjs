@@ -1,0 +1,77 @@
+// Deletion: `bakker prune --keep-last 1` of a store with two snapshots of the generated tree
+// (it removes one snapshot and merges the other), against `rm -rf` of a copy of one snapshot
+// tree: locally, and over SFTP against `ssh HOST rm -rf` on the same sshd (loopback).
+//   npm run build && node bench/delete.mjs            # COUNT=100000
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const { startSshd } = await import(path.join(root, 'dist/test/helpers/sshd.js'));
+const COUNT = Number(process.env.COUNT ?? 100000);
+const W = path.resolve(process.env.BENCH_DIR ?? path.join(root, 'bench/work-delete'));
+const src = path.join(W, 'src');
+const BIN = path.join(root, 'bin/bakker.js');
+
+async function timed(label, cmd, args, env = {}) {
+  spawnSync('sync');
+  const child = spawn('/usr/bin/time', ['-f', '%e %U %S %M', cmd, ...args], { env: { ...process.env, BAKKER_STATE_DIR: path.join(W, 'state'), ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const status = await new Promise((resolve) => child.on('exit', resolve));
+  if (status !== 0) throw new Error(`${label} failed: ${stderr.slice(-2000)}`);
+  const [wall, user, sys, rss] = stderr.trim().split('\n').pop().split(' ').map(Number);
+  const row = { label, wall, cpu: +(user + sys).toFixed(2), rssMB: Math.round(rss / 1024) };
+  console.error(JSON.stringify(row));
+  return row;
+}
+const run = (cmd, args) => {
+  const r = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, BAKKER_STATE_DIR: path.join(W, 'state') } });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed`);
+};
+
+fs.mkdirSync(W, { recursive: true });
+if (!fs.existsSync(path.join(src, '.made')) || fs.readFileSync(path.join(src, '.made'), 'utf8') !== String(COUNT)) {
+  fs.rmSync(src, { recursive: true, force: true });
+  spawnSync('bash', [path.join(root, 'bench/make-tree.sh'), src, String(COUNT), '1'], { stdio: 'inherit' });
+  fs.writeFileSync(path.join(src, '.made'), String(COUNT));
+}
+const rows = [];
+
+// Local: two snapshots, then prune one; rm -rf of a hard-linked copy of a snapshot tree.
+const store = path.join(W, 'local');
+fs.rmSync(store, { recursive: true, force: true });
+run(BIN, ['backup', src, '--store', store]);
+spawnSync('bash', [path.join(root, 'bench/make-tree.sh'), '--mutate', src, '77'], { stdio: 'ignore' });
+run(BIN, ['backup', src, '--store', store]);
+const snap = fs.readdirSync(store).filter((n) => /^\d{4}_\d\d_\d\d_\d\d$/.test(n)).sort()[0];
+run('cp', ['-al', path.join(store, snap), path.join(W, 'copy')]);
+rows.push({ where: 'local', bakker: await timed('bakker prune (local)', BIN, ['prune', '--store', store, '--keep-last', '1']), rm: await timed('rm -rf (local)', 'rm', ['-rf', path.join(W, 'copy')]) });
+fs.rmSync(store, { recursive: true, force: true });
+
+// SFTP (loopback): the same through a chrooted account; rm -rf through a shell account's ssh.
+const sshd = await startSshd();
+try {
+  const acc = sshd.addAccount();
+  const shell = sshd.addShellAccount();
+  const ssh = ['--identity', acc.key, '--known-hosts', sshd.knownHosts];
+  const url = `sftp://${acc.user}@127.0.0.1:${sshd.port}/backups/b`;
+  run(BIN, ['backup', src, '--store', url, ...ssh]);
+  spawnSync('bash', [path.join(root, 'bench/make-tree.sh'), '--mutate', src, '78'], { stdio: 'ignore' });
+  run(BIN, ['backup', src, '--store', url, ...ssh]);
+  const remote = path.join(acc.root, 'backups/b');
+  const first = fs.readdirSync(remote).filter((n) => /^\d{4}_\d\d_\d\d_\d\d$/.test(n)).sort()[0];
+  const copy = path.join(shell.home, 'copy');
+  run('cp', ['-al', path.join(remote, first), copy]);
+  run('chown', ['-R', `${shell.user}:`, copy]);
+  const e = ['-p', String(sshd.port), '-i', shell.key, '-o', `UserKnownHostsFile=${sshd.knownHosts}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes', `${shell.user}@127.0.0.1`];
+  rows.push({ where: 'SFTP, loopback', bakker: await timed('bakker prune (sftp)', BIN, ['prune', '--store', url, '--keep-last', '1', ...ssh]), rm: await timed('ssh rm -rf', 'ssh', [...e, 'rm', '-rf', copy]) });
+} finally {
+  await sshd.stop();
+}
+
+console.log(`Entries: ${COUNT}; bakker prune --keep-last 1 of two snapshots (removes one, merges the other) vs rm -rf of one snapshot tree.\n`);
+console.log('| where | bakker prune s | rm -rf s | bakker / rm | bakker CPU s | bakker RSS MB |');
+console.log('|---|---:|---:|---:|---:|---:|');
+for (const r of rows) console.log(`| ${r.where} | ${r.bakker.wall} | ${r.rm.wall} | ${(r.bakker.wall / r.rm.wall).toFixed(2)} | ${r.bakker.cpu} | ${r.bakker.rssMB} |`);
