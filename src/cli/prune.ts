@@ -87,7 +87,7 @@ function show(out: Output, r: PruneResult, url: string, target?: string): void {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
   for (const row of rows) out.line(row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
   const removed = [...r.decisions].reverse().filter((d) => !d.keep).map((d) => d.name); // oldest first
-  out.summary({ command: 'prune', ...(target ? { target } : {}), store: url, dryRun: r.dryRun, snapshots: r.decisions.length, kept: r.decisions.length - removed.length, removed, merged: r.merged, decisions: r.decisions.map((d) => ({ name: d.name, keep: d.keep, reasons: d.reasons })) });
+  out.summary({ command: 'prune', ...(target ? { target } : {}), store: url, dryRun: r.dryRun, snapshots: r.decisions.length, kept: r.decisions.length - removed.length, removed, merged: r.merged, phasesMs: { merge: r.mergeMs, remove: r.removeMs }, decisions: r.decisions.map((d) => ({ name: d.name, keep: d.keep, reasons: d.reasons })) });
 }
 
 async function pruneStore(address: string, policy: Policy, ssh: SshOptions, dryRun: boolean, out: Output, target?: string): Promise<void> {

@@ -17,6 +17,9 @@ export interface PruneResult {
   /** Kept snapshots whose diff folder and history were rebuilt against a new predecessor. */
   merged: string[];
   dryRun: boolean;
+  /** Time spent merging and removing. */
+  mergeMs: number;
+  removeMs: number;
 }
 
 /** When a snapshot ran: its summary's start, else its name's date (run N at N minutes past midnight). */
@@ -41,12 +44,13 @@ export async function prune(store: Store, policy: Policy, opts: { dryRun?: boole
     const { complete } = await listStore(store);
     const snaps = await Promise.all(complete.map(async (name) => ({ name, time: await timeOf(store, name) })));
     const decisions = applyPolicy(snaps, policy);
-    const result: PruneResult = { decisions, removed: [], merged: [], dryRun: opts.dryRun === true };
+    const result: PruneResult = { decisions, removed: [], merged: [], dryRun: opts.dryRun === true, mergeMs: 0, removeMs: 0 };
     if (opts.dryRun) return result;
     const kept = new Set(decisions.filter((d) => d.keep).map((d) => d.name));
     // Merges, oldest first: each kept snapshot whose predecessor goes takes over what the removed
     // ones between it and its new predecessor first held.
     const keptNames = complete.filter((n) => kept.has(n));
+    const t0 = Date.now();
     let lost = false;
     let prevKept: string | null = null;
     for (const name of complete) {
@@ -61,16 +65,31 @@ export async function prune(store: Store, policy: Policy, opts: { dryRun?: boole
       lost = false;
       prevKept = name;
     }
+    const t1 = Date.now();
+    result.mergeMs = t1 - t0;
     for (const name of complete) {
       if (kept.has(name)) continue;
       await removeSnapshot(store, name);
       result.removed.push(name);
       opts.emit({ event: 'info', message: `removed ${name}` });
     }
+    result.removeMs = Date.now() - t1;
     return result;
   } finally {
     await lock?.release().catch(() => undefined);
   }
+}
+
+const TRAILER_START = Buffer.from('{"trailer"');
+const SINCE = Buffer.from('"since":"');
+
+/** An impl line's `since` without decoding the line (a JSON string value cannot hold this key pattern unescaped). */
+function sinceOf(line: Buffer): string | undefined {
+  const at = line.indexOf(SINCE);
+  if (at < 0) return undefined;
+  const from = at + SINCE.length;
+  const end = line.indexOf(0x22, from);
+  return end < 0 ? undefined : line.toString('latin1', from, end);
 }
 
 /** Removes a snapshot: impl first (then it is no longer complete), its summary, tree and diff folder. */
@@ -93,9 +112,20 @@ export async function removeSnapshot(store: Store, name: string): Promise<void> 
  * after it (names sort in time order, so "new since P" is still "since > P").
  */
 async function mergeInto(store: Store, name: string, previous: string | null, kept: string[], emit: Emit): Promise<void> {
+  const mapped = new Map<string, string>();
   const firstKept = (since: string): string => {
-    for (const k of kept) if (compareSnapshotNames(k, since) >= 0) return compareSnapshotNames(k, name) >= 0 ? name : k;
-    return name;
+    let m = mapped.get(since);
+    if (m === undefined) {
+      m = name;
+      for (const k of kept) {
+        if (compareSnapshotNames(k, since) >= 0) {
+          if (compareSnapshotNames(k, name) < 0) m = k;
+          break;
+        }
+      }
+      mapped.set(since, m);
+    }
+    return m;
   };
   const work = join(RUN_DIR, `merge-${name}`);
   await store.remove(work);
@@ -129,11 +159,24 @@ async function mergeInto(store: Store, name: string, previous: string | null, ke
   let trailer;
   try {
     for (;;) {
-      let r: PrevRecord | null | undefined = reader.nextRecordSync();
-      if (r === undefined) r = await reader.nextRecord();
-      if (r === null) break;
-      const since = r.o.since;
-      const now = typeof since === 'string' && SNAPSHOT_RE.test(since) ? firstKept(since) : since;
+      let line: Buffer | null | undefined = reader.rawLineSync();
+      if (line === undefined) line = await reader.rawLine();
+      if (line === null) break;
+      if (line.length === 0) continue;
+      if (line.compare(TRAILER_START, 0, TRAILER_START.length, 0, Math.min(line.length, TRAILER_START.length)) === 0) {
+        reader.parse(line, reader.line); // sets the trailer
+        continue;
+      }
+      // Most lines keep their history and are not new here: copied as they are, not decoded.
+      const since = sinceOf(line);
+      const now = since !== undefined && SNAPSHOT_RE.test(since) ? firstKept(since) : since;
+      if (now === since && now !== name) {
+        const w = writer.writeLines([line]);
+        if (w) await w;
+        continue;
+      }
+      const r: PrevRecord | undefined = reader.parse(line, reader.line);
+      if (!r) continue;
       const takesOver = now !== since;
       if (!takesOver) {
         const w = writer.writeLines([r.line]);
