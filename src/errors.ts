@@ -10,6 +10,7 @@ export type ErrorCode =
   | 'NOT_FOUND' // a snapshot or path that does not exist
   | 'IMPL' // a manifest that is corrupt or hostile
   | 'HOOK' // an essential hook failed
+  | 'FULL' // the store has no room for the run
   | 'VIEW' // a consistent view (snapshot, mount) could not be made or removed
   | 'UNSAFE' // restore refused to write somewhere it must not
   | 'IO' // an I/O failure writing the store or the restore target

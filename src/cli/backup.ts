@@ -18,6 +18,7 @@ import type { SnapshotSummary } from '../engine/summary.js';
 import { withJobView, type ViewContext } from '../engine/view/job.js';
 import { isEmpty } from '../engine/retention/policy.js';
 import { prune } from '../engine/retention/prune.js';
+import { makeRoom } from '../engine/retention/on-full.js';
 import type { HooksConfig, ViewConfig } from '../config/job-config.js';
 
 export const help = `Usage: bakker backup [SOURCE...] --store DIR [options]
@@ -71,7 +72,7 @@ const OPTIONS = {
 
 interface Plan {
   sources: string[];
-  stores: Pick<TargetConfig, 'name' | 'store' | 'identity' | 'knownHosts' | 'hostKey' | 'reconnectFor' | 'from' | 'retention'>[];
+  stores: Pick<TargetConfig, 'name' | 'store' | 'identity' | 'knownHosts' | 'hostKey' | 'reconnectFor' | 'from' | 'retention' | 'onFull'>[];
   /** Every target of the config (a target fed from another needs that one's store). */
   all: TargetConfig[];
   exclude: string[];
@@ -317,8 +318,10 @@ async function backupTarget(target: Target, plan0: Plan, out: Output, signal: Ab
         if (!fs.existsSync(s)) throw usageError(`bakker backup: source ${s} (from the config on the store) does not exist here: fix .bakker/config.yaml on ${store.url}`);
       }
     }
+    const room = target.onFull === 'prune' && !plan.dryRun ? async (force: boolean) => makeRoom(store, target.retention!, out.emit, force) : null;
+    await room?.(false);
     out.startProgress(progress, 'backup');
-    const r = await runBackup({
+    const once = () => runBackup({
       store,
       sources: view.map(plan.sources),
       skip: view.skip,
@@ -333,6 +336,17 @@ async function backupTarget(target: Target, plan0: Plan, out: Output, signal: Ab
       progress,
       signal,
     });
+    let r: Awaited<ReturnType<typeof once>>;
+    try {
+      r = await once();
+    } catch (err) {
+      // Short of space though the estimate said it would fit: make room by the policy, once more.
+      if (!room || !(err instanceof BakkerError && err.code === 'FULL')) throw err;
+      out.stopProgress();
+      if ((await room(true)).length === 0) throw err;
+      out.startProgress(progress, 'backup');
+      r = await once();
+    }
     out.stopProgress();
     const s = r.summary;
     const url = plan0.urlConfig ? { urlConfig: plan0.urlConfig.state, ...(plan0.urlConfig.note ? { urlConfigNote: plan0.urlConfig.note } : {}) } : {};

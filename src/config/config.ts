@@ -41,6 +41,8 @@ export interface TargetConfig {
   from?: string;
   /** Pruned by this policy after each backup to it (docs/RETENTION.md). */
   retention?: Policy;
+  /** When the store is short of space for a run: prune first (by the policy, then oldest first down to min_keep), or fail. */
+  onFull?: 'prune' | 'fail';
 }
 
 type Where = (string | number)[];
@@ -108,7 +110,7 @@ function describe(v: unknown): string {
 }
 
 const TOP = ['job', 'sources', 'exclude', 'exclude_from', 'one_file_system', 'checksum', 'targets', 'config_url', 'config_url_ca', 'view', 'hooks'];
-const TARGET = ['store', 'identity', 'known_hosts', 'host_key', 'reconnect_for', 'from', 'retention'];
+const TARGET = ['store', 'identity', 'known_hosts', 'host_key', 'reconnect_for', 'from', 'retention', 'on_full'];
 
 /** Parses YAML text into its value and a Checker that reports problems with file and line. */
 export function parseYaml(text: string, file: string): { c: Checker; raw: unknown } {
@@ -190,6 +192,11 @@ export function parseConfig(text: string, file: string): Config {
     }
     if (t.from !== undefined) target.from = c.str(['targets', name, 'from'], t.from, '"source" or the name of a local target');
     if (t.retention !== undefined) target.retention = checkRetention(c, ['targets', name, 'retention'], t.retention);
+    if (t.on_full !== undefined) {
+      if (t.on_full !== 'prune' && t.on_full !== 'fail') c.fail(['targets', name, 'on_full'], `expected prune or fail, got ${JSON.stringify(t.on_full)}`);
+      if (t.on_full === 'prune' && !t.retention) c.fail(['targets', name, 'on_full'], 'on_full: prune needs a retention: policy (with min_keep) on this target');
+      target.onFull = t.on_full as 'prune' | 'fail';
+    }
     targets.push(target);
   }
   if (targets.length === 0) c.fail(['targets'], 'expected at least one target');

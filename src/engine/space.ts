@@ -55,7 +55,7 @@ export async function checkSpace(store: Store, lastRun: Last | null | Promise<La
   else if (free.freeInodes < need.inodes) short = `about ${count(need.inodes)} inodes needed for the snapshot's folders alone, ${count(free.freeInodes)} free`;
   if (short) {
     await leaveRequest(store, need.bytes + need.addedBytes - free.freeBytes, `store full: ${short}`);
-    throw new BakkerError('IO', `store ${store.url} is full: ${short}: free space there, prune old snapshots, or ask for more (a request was left in .bakker/requests/); --no-space-check skips this check`);
+    throw new BakkerError('FULL', `store ${store.url} is full: ${short}: free space there, prune old snapshots, or ask for more (a request was left in .bakker/requests/); --no-space-check skips this check`);
   }
   if (free.freeBytes < need.bytes + need.addedBytes) {
     const msg = `store nearly full: the last run added ${bytes(need.addedBytes)}, ${bytes(free.freeBytes)} free`;

@@ -80,3 +80,43 @@ test('a run that cannot fit its folders is refused before it writes, with a requ
   const ok = bakker(['backup', src, '--store', store, '--no-space-check']);
   assert.equal(ok.code, 0, ok.stderr);
 });
+
+test('on_full: prune makes room by the retention policy (then the oldest, never below min_keep) and the run goes through', () => {
+  // Each run adds 5 MiB of new data and drops the last run's: the 16 MiB store fills up by the third.
+  const src = path.join(work, 'src-onfull');
+  const store = path.join(mnt, 'store-onfull');
+  for (const d of ['store', 'store3']) fs.rmSync(path.join(mnt, d), { recursive: true, force: true });
+  build(src, [{ file: 'keep.txt', content: 'kept' }]);
+  const cfg = path.join(work, 'onfull.yaml');
+  const config = (onFull: string) =>
+    fs.writeFileSync(cfg, [`sources: [${src}]`, 'targets:', '  local:', `    store: ${store}`, '    retention:', '      keep_last: 1', '      min_keep: 1', `    on_full: ${onFull}`, ''].join('\n'));
+  const bigFile = (i: number) => {
+    for (const f of fs.readdirSync(src)) if (f.startsWith('big-')) fs.rmSync(path.join(src, f));
+    fs.writeFileSync(path.join(src, `big-${i}.bin`), Buffer.alloc(5 << 20, i));
+  };
+  // Without retention pruning after each run (a policy that keeps everything), snapshots pile up.
+  fs.writeFileSync(cfg, [`sources: [${src}]`, 'targets:', '  local:', `    store: ${store}`, ''].join('\n'));
+  for (let i = 1; i <= 2; i++) {
+    bigFile(i);
+    assert.equal(bakker(['backup', '-c', cfg]).code, 0);
+  }
+  bigFile(3);
+  config('fail');
+  // keep_last 1 prunes after a run, but with on_full: fail a run that does not fit fails first.
+  const failed = bakker(['backup', '-c', cfg]);
+  assert.equal(failed.code, 1, failed.stderr);
+  assert.match(failed.stderr, /is full/);
+  config('prune');
+  const r = bakker(['backup', '-c', cfg, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /"message":"store [^"]+ is short of space: pruning first \(on_full: prune\)"/);
+  assert.match(r.stdout, /"message":"removed to make room: /);
+  const snaps = fs.readdirSync(store).filter((n) => n.endsWith('.impl'));
+  assert.equal(snaps.length, 1, `after the run and its pruning one snapshot remains: ${snaps}`);
+  assert.equal(bakker(['verify', '--store', store, '--snapshot', 'all']).code, 0);
+  const bad = path.join(work, 'bad-onfull.yaml');
+  fs.writeFileSync(bad, [`sources: [${src}]`, 'targets:', '  local:', `    store: ${store}`, '    on_full: prune', ''].join('\n'));
+  const b = bakker(['backup', '-c', bad]);
+  assert.equal(b.code, 2);
+  assert.match(b.stderr, /targets\.local\.on_full: on_full: prune needs a retention: policy/);
+});

@@ -486,7 +486,7 @@ async function storeFailure(store: Store, err: unknown, toCopy: number): Promise
     const free = await store.statvfs().then((f) => f.freeBytes, () => null);
     const short = `it filled while copying ${bytes(toCopy)} of new data${free === null ? '' : `, ${bytes(free)} free`}`;
     await leaveRequest(store, toCopy, `store full: ${short}`);
-    return new BakkerError('IO', `store ${store.url} is full (${code}): ${short}: free space there, prune old snapshots, or ask for more (a request was left in .bakker/requests/); no snapshot was published and earlier ones are intact`, { cause: err });
+    return new BakkerError('FULL', `store ${store.url} is full (${code}): ${short}: free space there, prune old snapshots, or ask for more (a request was left in .bakker/requests/); no snapshot was published and earlier ones are intact`, { cause: err });
   }
   if (code && !(err instanceof BakkerError)) {
     return new BakkerError('IO', `writing to store ${store.url} failed: ${errMessage(err)}; no snapshot was published and earlier ones are intact`, { cause: err });

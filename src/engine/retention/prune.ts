@@ -92,6 +92,13 @@ function sinceOf(line: Buffer): string | undefined {
   return end < 0 ? undefined : line.toString('latin1', from, end);
 }
 
+/** The line with its `since` value replaced (the value is a snapshot name: no escaping needed). */
+function withSince(line: Buffer, since: string): Buffer {
+  const from = line.indexOf(SINCE) + SINCE.length;
+  const end = line.indexOf(0x22, from);
+  return Buffer.concat([line.subarray(0, from), Buffer.from(since, 'latin1'), line.subarray(end)]);
+}
+
 /** Removes a snapshot: impl first (then it is no longer complete), its summary, tree and diff folder. */
 export async function removeSnapshot(store: Store, name: string): Promise<void> {
   await store.unlink(implPath(name)).catch((err) => {
@@ -177,16 +184,9 @@ async function mergeInto(store: Store, name: string, previous: string | null, ke
       }
       const r: PrevRecord | undefined = reader.parse(line, reader.line);
       if (!r) continue;
-      const takesOver = now !== since;
-      if (!takesOver) {
-        const w = writer.writeLines([r.line]);
-        if (w) await w;
-      } else {
-        const e = r.entry();
-        e.since = now as string;
-        const w = writer.write(e);
-        if (w) await w;
-      }
+      // The new `since` goes into the line's bytes (no re-encoding of the entry).
+      const w = writer.writeLines([now === since ? r.line : withSince(r.line, now as string)]);
+      if (w) await w;
       const isNew = now === name;
       const type = r.o.type;
       if (!isNew || (type !== 'file' && type !== 'symlink')) continue;

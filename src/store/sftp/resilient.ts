@@ -25,6 +25,7 @@ export type Sftp = Pick<
   | 'posixRename'
   | 'hardlink'
   | 'hardlinkMany'
+  | 'removeMany'
   | 'fsync'
   | 'statvfs'
   | 'inFlight'
@@ -318,6 +319,23 @@ export class ResilientSftp implements Sftp {
           if (err && (await this.madeBefore(Buffer.concat([toDir, Buffer.from('/'), rels[k]!]), err)) !== FAIL) results[k] = null;
         }
       }
+      return results;
+    }
+  }
+
+  /** Sent again after a drop: a file found gone (removed before the drop) counts as done. */
+  async removeMany(dir: Buffer, names: Buffer[]): Promise<(SftpError | null)[]> {
+    for (let again = false; ; again = true) {
+      const generation = this.generation;
+      let results: (SftpError | null)[];
+      try {
+        results = await this.session.sftp.removeMany(dir, names);
+      } catch (err) {
+        if (!lost(err)) throw err;
+        await this.reconnect(generation, err);
+        continue;
+      }
+      if (again) for (let k = 0; k < results.length; k++) if (results[k] && code(results[k]) === 'ENOENT') results[k] = null;
       return results;
     }
   }

@@ -199,6 +199,7 @@ class Reader {
 
 /** Requests sent together under consecutive ids, answered into one array (see hardlinkMany). */
 interface Run {
+  what: string;
   first: number;
   count: number;
   left: number;
@@ -206,6 +207,14 @@ interface Run {
   paths: Buffer[];
   resolve: (r: (SftpError | null)[]) => void;
   reject: (err: Error) => void;
+}
+
+/** Writes the SFTP string "dir/name" at `o`; returns where it ends. */
+function writeJoined(buf: Buffer, o: number, dir: Buffer, name: Buffer): number {
+  o = buf.writeUInt32BE(dir.length + 1 + name.length, o);
+  o += dir.copy(buf, o);
+  buf[o++] = 0x2f;
+  return o + name.copy(buf, o);
 }
 
 export class SftpClient {
@@ -225,7 +234,7 @@ export class SftpClient {
       this.closedWith ??= err;
       for (const p of this.pending.values()) p.reject(new SftpError('ECONNRESET', `SFTP connection lost during ${p.what}: ${err.message}`));
       this.pending.clear();
-      for (const r of this.runs) r.reject(new SftpError('ECONNRESET', `SFTP connection lost during hardlink: ${err.message}`));
+      for (const r of this.runs) r.reject(new SftpError('ECONNRESET', `SFTP connection lost during ${r.what}: ${err.message}`));
       this.runs = [];
       this.runRequests = 0;
     };
@@ -452,7 +461,7 @@ export class SftpClient {
       if (k < 0 || k >= r.count) continue;
       let result: SftpError | null = null;
       try {
-        SftpClient.status({ type, body }, 'hardlink', r.paths[k]);
+        SftpClient.status({ type, body }, r.what, r.paths[k]);
       } catch (err) {
         result = err as SftpError;
       }
@@ -474,39 +483,58 @@ export class SftpClient {
    */
   hardlinkMany(fromDir: Buffer, toDir: Buffer, rels: Buffer[]): Promise<(SftpError | null)[]> {
     if (rels.length === 0) return Promise.resolve([]);
-    if (this.closedWith) return Promise.reject(new SftpError('ECONNRESET', `SFTP connection lost: ${this.closedWith.message}`));
     const ext = Buffer.from(this.ext('hardlink@openssh.com'));
-    const fixed = 4 + 1 + 4 + 4 + ext.length + 4 + fromDir.length + 1 + 4 + toDir.length + 1;
+    // EXTENDED "hardlink@openssh.com" fromDir/rel toDir/rel
+    return this.sendRun('hardlink', rels, 4 + ext.length + 4 + fromDir.length + 1 + 4 + toDir.length + 1, 2, (buf, o, r) => {
+      buf[o++] = EXTENDED;
+      o += 4; // the id, filled in by sendRun
+      o = buf.writeUInt32BE(ext.length, o);
+      o += ext.copy(buf, o);
+      o = writeJoined(buf, o, fromDir, r);
+      return [writeJoined(buf, o, toDir, r), o + 4];
+    });
+  }
+
+  /** Removes `dir/name` for each of `names` (files or symlinks), in one write like hardlinkMany. */
+  removeMany(dir: Buffer, names: Buffer[]): Promise<(SftpError | null)[]> {
+    if (names.length === 0) return Promise.resolve([]);
+    return this.sendRun('remove', names, 4 + dir.length + 1, 1, (buf, o, n) => {
+      buf[o++] = REMOVE;
+      o += 4;
+      return [writeJoined(buf, o, dir, n), o + 4];
+    });
+  }
+
+  /**
+   * Requests sent in one write under consecutive ids and answered into one array: each one's
+   * failure, or null. `fixed` is each request's size after type and id, besides `perName` times
+   * its name's length; `fill` writes the request from just after the length (type, id space,
+   * arguments) and returns where it ended and where the path to name in errors starts. No
+   * promise or packet object per request: the hot paths of incremental runs and of pruning.
+   * Rejects (ECONNRESET) when the connection is lost; some may have been carried out by then.
+   */
+  private sendRun(what: string, names: Buffer[], fixed: number, perName: number, fill: (buf: Buffer, at: number, name: Buffer) => [number, number]): Promise<(SftpError | null)[]> {
+    if (this.closedWith) return Promise.reject(new SftpError('ECONNRESET', `SFTP connection lost: ${this.closedWith.message}`));
     let size = 0;
-    for (const r of rels) size += fixed + 2 * r.length;
-    if (this.nextId + rels.length >= 0xffff_fffe) this.nextId = 1; // ids of one run stay consecutive
+    for (const n of names) size += 4 + 1 + 4 + fixed + perName * n.length;
+    if (this.nextId + names.length >= 0xffff_fffe) this.nextId = 1; // ids of one run stay consecutive
     const first = this.nextId;
-    this.nextId += rels.length;
+    this.nextId += names.length;
     const buf = Buffer.allocUnsafe(size);
     const paths: Buffer[] = [];
     let o = 0;
-    for (let k = 0; k < rels.length; k++) {
-      const r = rels[k]!;
-      o = buf.writeUInt32BE(fixed + 2 * r.length - 4, o);
-      buf[o++] = EXTENDED;
-      o = buf.writeUInt32BE(first + k, o);
-      o = buf.writeUInt32BE(ext.length, o);
-      o += ext.copy(buf, o);
-      o = buf.writeUInt32BE(fromDir.length + 1 + r.length, o);
-      o += fromDir.copy(buf, o);
-      buf[o++] = 0x2f;
-      o += r.copy(buf, o);
-      const linkAt = o + 4;
-      o = buf.writeUInt32BE(toDir.length + 1 + r.length, o);
-      o += toDir.copy(buf, o);
-      buf[o++] = 0x2f;
-      o += r.copy(buf, o);
-      paths.push(buf.subarray(linkAt, o));
+    for (let k = 0; k < names.length; k++) {
+      const start = o;
+      const [end, pathAt] = fill(buf, o + 4, names[k]!);
+      buf.writeUInt32BE(end - start - 4, start);
+      buf.writeUInt32BE(first + k, start + 5);
+      paths.push(buf.subarray(pathAt, end));
+      o = end;
     }
     return new Promise((resolve, reject) => {
-      this.runs.push({ first, count: rels.length, left: rels.length, results: new Array(rels.length).fill(null), paths, resolve, reject });
-      this.runRequests += rels.length;
-      this.send(buf);
+      this.runs.push({ what, first, count: names.length, left: names.length, results: new Array(names.length).fill(null), paths, resolve, reject });
+      this.runRequests += names.length;
+      this.send(o === size ? buf : buf.subarray(0, o));
     });
   }
 

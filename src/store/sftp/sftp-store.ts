@@ -5,6 +5,7 @@ import { Readable } from 'node:stream';
 import { typeOfMode } from '../../manifest/entry.js';
 import { splitNs } from '../../manifest/time.js';
 import { createHasher, type HashAlgo } from '../../util/hash.js';
+import { Semaphore } from '../../util/semaphore.js';
 import { errnoCode } from '../../errors.js';
 import { SourceError, sourceState, type FileMeta, type LocalSource, type PutResult, type Store, type StoreCaps, type StoreStat } from '../store.js';
 import { FXF_CREAT, FXF_EXCL, FXF_READ, FXF_TRUNC, FXF_WRITE, SftpError } from './sftp-client.js';
@@ -24,9 +25,13 @@ const { O_RDONLY, O_NOFOLLOW } = fs.constants;
  * foreign owners; the impl keeps the exact values. OpenSSH reports most errors as a bare
  * "failure", so EEXIST and ENOSPC are told apart by looking (lstat, statvfs) when it does.
  */
+/** Folders listed or emptied at once while removing a tree. */
+const REMOVE_DIRS = 16;
+
 export class SftpStore implements Store {
   readonly caps: StoreCaps;
   private readonly root: Buffer;
+  private readonly removeSlots = new Semaphore(REMOVE_DIRS);
 
   constructor(
     private readonly sftp: Sftp,
@@ -404,22 +409,28 @@ export class SftpStore implements Store {
 
   /**
    * Empties and removes a folder: the listing's own attributes tell files from folders (no lstat
-   * per entry), every remove of a folder's files is in flight at once, subfolders in parallel.
+   * per entry), a folder's files go in one batch of removes, and up to REMOVE_DIRS folders are
+   * worked on at once (bounded: a whole tree in flight would hold a request per file in memory).
    */
   private async removeDir(a: Buffer): Promise<void> {
-    const entries = await this.sftp.readdir(a).catch((err) => {
-      if (errnoCode(err) === 'ENOENT') return [];
-      throw err;
-    });
+    const entries = await this.removeSlots.run(() =>
+      this.sftp.readdir(a).catch((err) => {
+        if (errnoCode(err) === 'ENOENT') return [];
+        throw err;
+      }),
+    );
     const gone = (err: unknown) => {
       if (errnoCode(err) !== 'ENOENT') throw err;
     };
-    await Promise.all(
-      entries.map((e) => {
-        const child = Buffer.concat([a, Buffer.from('/'), e.name]);
-        return ((e.attrs.mode ?? 0) & 0o170000) === 0o040000 ? this.removeDir(child) : this.sftp.remove(child).catch(gone);
-      }),
-    );
+    const dirs: Buffer[] = [];
+    const files: Buffer[] = [];
+    for (const e of entries) (((e.attrs.mode ?? 0) & 0o170000) === 0o040000 ? dirs : files).push(e.name);
+    const removed = this.removeSlots.run(async () => {
+      const results = await this.sftp.removeMany(a, files);
+      const bad = results.find((r) => r !== null && errnoCode(r) !== 'ENOENT');
+      if (bad) throw bad;
+    });
+    await Promise.all([removed, ...dirs.map((d) => this.removeDir(Buffer.concat([a, Buffer.from('/'), d])))]);
     await this.sftp.rmdir(a).catch(gone);
   }
 
