@@ -356,7 +356,17 @@ async function backupTarget(target: Target, plan0: Plan, out: Output, signal: Ab
     } else {
       report(out, s, store.url);
       if (view.downtimeMs !== null) out.line(`  downtime ${(view.downtimeMs / 1000).toFixed(1)} s (from the first before hook to the end of the after_snapshot hooks)`);
-      await pruneAfter(target, store, out);
+      // With a view, pruning waits until it is released (then with its own connection).
+      if (view.downtimeMs === null) await pruneAfter(target, store, out);
+      else await view.later(async () => {
+        if (!target.retention || isEmpty(target.retention)) return;
+        const again = await openStore(target.store, { ssh: sshFor(target, plan0, out) });
+        try {
+          await pruneAfter(target, again, out);
+        } finally {
+          await again.close();
+        }
+      });
     }
     return { code: s.unreadable > 0 ? EXIT.PARTIAL : EXIT.OK, snapshot: r.dryRun ? null : s.snapshot };
   } finally {

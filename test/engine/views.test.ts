@@ -81,6 +81,10 @@ test('btrfs: the backup reads a read-only snapshot while a writer keeps changing
   const writer = spawn('bash', ['-c', `i=0; while true; do i=$((i+1)); echo $i > ${sub}/w-$i.tmp && mv ${sub}/w-$i.tmp ${sub}/w-$i; done`], { stdio: 'ignore' });
   await new Promise((r) => setTimeout(r, 300));
   const r = spawnSync(BIN, ['backup', '-c', cfg, '--json'], { encoding: 'utf8' });
+  // Let the writer show it went on past the snapshot (a loaded machine may have starved it).
+  const count = () => fs.readdirSync(sub).filter((n) => /^w-\d+$/.test(n)).length;
+  const atEnd = count();
+  for (let i = 0; i < 100 && count() === atEnd; i++) await new Promise((res) => setTimeout(res, 50));
   writer.kill('SIGKILL');
   await new Promise((res) => writer.on('close', res));
   assert.equal(r.status, 0, r.stderr);
@@ -130,11 +134,11 @@ function lvmSetup(name: string): { env: NodeJS.ProcessEnv; vg: string; origin: s
   return { env, vg, origin, lvmDir };
 }
 
-function lvmConfig(name: string, vg: string, origin: string, hooks: string[], extra: string[] = []): { cfg: string; store: string; view: string } {
+function lvmConfig(name: string, vg: string, origin: string, hooks: string[], extra: string[] = [], targetExtra: string[] = []): { cfg: string; store: string; view: string } {
   const store = path.join(work, `store-${name}`);
   const view = path.join(work, `view-${name}`);
   return {
-    cfg: writeConfig(name, [`job: ${name}`, `sources: [${origin}/app]`, 'view:', '  type: lvm', `  volume: ${vg}/data`, '  size: 20%ORIGIN', `  origin: ${origin}`, `  mount: ${view}`, ...extra, 'hooks:', ...hooks, 'targets:', '  local:', `    store: ${store}`]),
+    cfg: writeConfig(name, [`job: ${name}`, `sources: [${origin}/app]`, 'view:', '  type: lvm', `  volume: ${vg}/data`, '  size: 20%ORIGIN', `  origin: ${origin}`, `  mount: ${view}`, ...extra, 'hooks:', ...hooks, 'targets:', '  local:', `    store: ${store}`, ...targetExtra]),
     store,
     view,
   };
@@ -149,11 +153,18 @@ test('LVM (stand-in): snapshot between the hooks, mounted read-only (XFS with no
   const marks = path.join(work, 'marks-lvm');
   fs.mkdirSync(marks);
   const view = path.join(work, 'view-lvm');
-  const { cfg, store } = lvmConfig('lvm', vg, origin, [
-    `  before: [[sh, -c, "echo on > ${origin}/app/maintenance.flag"]]`,
-    `  after_snapshot: ["rm ${origin}/app/maintenance.flag; echo v2 > ${origin}/app/config.php"]`,
-    `  after: ["findmnt -n ${view} > ${marks}/mounted-during-after || true"]`,
-  ]);
+  const { cfg, store } = lvmConfig(
+    'lvm',
+    vg,
+    origin,
+    [
+      `  before: [[sh, -c, "echo on > ${origin}/app/maintenance.flag"]]`,
+      `  after_snapshot: ["rm ${origin}/app/maintenance.flag; echo v2 > ${origin}/app/config.php"]`,
+      `  after: ["findmnt -n ${view} > ${marks}/mounted-during-after || true"]`,
+    ],
+    [],
+    ['    retention: {keep_last: 1}'],
+  );
   const r = bakker(['backup', '-c', cfg, '--json'], { env });
   assert.equal(r.code, 0, r.stderr);
   const snap = String(summaryOf(r.stdout).snapshot);
@@ -167,9 +178,16 @@ test('LVM (stand-in): snapshot between the hooks, mounted read-only (XFS with no
   assert.ok(!fs.existsSync(path.join(lvmDir, vg, 'bakker-lvm-view.img')), 'the snapshot volume is removed');
   assert.ok(!fs.existsSync(`/dev/${vg}/bakker-lvm-view`));
   assert.ok(!fs.existsSync(view), 'the mount point is removed');
+  // A second run: its target's retention prunes the first, after the view is released.
+  const r2 = bakker(['backup', '-c', cfg, '--json'], { env });
+  assert.equal(r2.code, 0, r2.stderr);
+  const msgs = jsonLines(r2.stdout).map((e) => String(e.message ?? ''));
+  const released = msgs.findIndex((m) => m.startsWith('removed the snapshot '));
+  const pruned = msgs.indexOf(`removed ${snap}`);
+  assert.ok(released >= 0 && pruned > released, `pruned (${pruned}) after the view was released (${released})`);
   const to = path.join(work, 'restored-lvm');
   assert.equal(bakker(['restore', '--store', store, '--snapshot', 'latest', '--to', to]).code, 0);
-  assert.equal(fs.readFileSync(path.join(to, origin, 'app', 'config.php'), 'utf8'), 'v1');
+  assert.equal(fs.readFileSync(path.join(to, origin, 'app', 'config.php'), 'utf8'), 'v2\n', "the second run saw the first run's after_snapshot change");
 });
 
 test('failures: an essential before hook, a snapshot that cannot be taken, a hook past its timeout, SIGTERM mid-backup and a crashed run\'s leftovers all end with the services out of maintenance and nothing left behind', async () => {

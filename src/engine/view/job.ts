@@ -27,6 +27,11 @@ export interface ViewContext {
   /** For the impl header: the view and the downtime. */
   header: Record<string, unknown>;
   downtimeMs: number | null;
+  /**
+   * Work for after the view is released (pruning: it must not hold a snapshot of the sources);
+   * run right away when there is no view.
+   */
+  later(work: () => Promise<void>): Promise<void>;
 }
 
 const hasHooks = (h: HooksConfig) => h.before.length + h.after_snapshot.length + h.after.length + h.on_failure.length > 0;
@@ -77,7 +82,8 @@ function mapSources(sources: string[], view: View | null, at: string | null, emi
  * removed first. Without a view or hooks, `body` just runs.
  */
 export async function withJobView<T>(o: JobViewOptions, body: (ctx: ViewContext) => Promise<T>): Promise<T> {
-  if (!o.view && !hasHooks(o.hooks)) return body({ map: (s) => s.map((p) => ({ path: p })), skip: [], header: {}, downtimeMs: null });
+  if (!o.view && !hasHooks(o.hooks)) return body({ map: (s) => s.map((p) => ({ path: p })), skip: [], header: {}, downtimeMs: null, later: (w) => w() });
+  const deferred: (() => Promise<void>)[] = [];
   const { emit } = o;
   const unlock = lockJob(o.job);
   const view = o.view ? makeView(o.view, o.job) : null;
@@ -111,7 +117,7 @@ export async function withJobView<T>(o: JobViewOptions, body: (ctx: ViewContext)
     const at = view ? await view.open() : null;
     env.BAKKER_VIEW_PATH = at ?? '';
     const header: Record<string, unknown> = { downtimeMs, ...(view ? { view: view.info } : {}) };
-    result = await body({ map: (s) => mapSources(s, view, at, emit), skip: view?.skip ?? [], header, downtimeMs });
+    result = await body({ map: (s) => mapSources(s, view, at, emit), skip: view?.skip ?? [], header, downtimeMs, later: async (w) => void deferred.push(w) });
     const snap = (result as { snapshot?: unknown } | undefined)?.snapshot;
     if (typeof snap === 'string') env.BAKKER_SNAPSHOT = snap;
   } catch (err) {
@@ -131,6 +137,7 @@ export async function withJobView<T>(o: JobViewOptions, body: (ctx: ViewContext)
     await runPhase('on_failure', o.hooks.on_failure, { ...env, BAKKER_STATUS: 'failed', BAKKER_ERROR: errMessage(failure) }, emit).then((f) => f && emit({ event: 'warning', message: f }));
     throw failure;
   }
+  for (const w of deferred) await w();
   const afterFailed = await runPhase('after', o.hooks.after, { ...env, BAKKER_STATUS: 'ok' }, emit, o.signal);
   if (afterFailed) throw new BakkerError('HOOK', `${afterFailed} (the backup itself was made)`);
   return result as T;
