@@ -77,8 +77,11 @@ test('btrfs: the backup reads a read-only snapshot while a writer keeps changing
     '  local:',
     `    store: ${store}`,
   ]);
-  // A writer that numbers its files: the snapshot holds w-1..w-K with no gap, whatever K is.
-  const writer = spawn('bash', ['-c', `i=0; while true; do i=$((i+1)); echo $i > ${sub}/w-$i.tmp && mv ${sub}/w-$i.tmp ${sub}/w-$i; done`], { stdio: 'ignore' });
+  // A writer that numbers its files: the snapshot holds w-1..w-K with no gap, whatever K is. Each
+  // file is synced before its rename, as a careful application does: a snapshot is consistent as
+  // a crash would be, so a file renamed before its data reached the disk may be empty in it (seen
+  // here once on a loaded machine).
+  const writer = spawn('bash', ['-c', `i=0; while true; do i=$((i+1)); echo $i > ${sub}/w-$i.tmp && sync ${sub}/w-$i.tmp && mv ${sub}/w-$i.tmp ${sub}/w-$i; done`], { stdio: 'ignore' });
   await new Promise((r) => setTimeout(r, 300));
   const r = spawnSync(BIN, ['backup', '-c', cfg, '--json'], { encoding: 'utf8' });
   // Let the writer show it went on past the snapshot (a loaded machine may have starved it).
