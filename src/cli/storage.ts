@@ -1,5 +1,6 @@
 import { usageError } from '../errors.js';
-import { addClient, checkName, clientStatus, growClient, grantRead, listClientNames, listRequests, parseSize, removeClient } from '../storage/admin.js';
+import { addClient, checkName, clientStatus, growClient, grantRead, listClientNames, listRequests, parseSize, pruneClient, removeClient } from '../storage/admin.js';
+import { isEmpty } from '../engine/retention/policy.js';
 import { loadStorageConfig } from '../storage/config.js';
 import { bytes } from '../ui/format.js';
 import type { Output } from '../ui/output.js';
@@ -26,6 +27,10 @@ Subcommands:
                  grow NAME's own filesystem (online) and clear its requests
   remove-client NAME (--yes | --keep-data)
                  remove the account, its keys and sshd block; --yes deletes its data too
+  prune [--client NAME] [--dry-run]
+                 apply the storage side's retention (retention: and client_retention: in the
+                 storage config) to each client's stores, as that client's account; for a root
+                 timer, so retention holds even when a client is gone
 
 Options:
       --storage-config FILE  storage-side settings (default /etc/bakker/storage.yaml if it
@@ -47,6 +52,8 @@ const OPTIONS = {
   revoke: { type: 'boolean' },
   yes: { type: 'boolean' },
   'keep-data': { type: 'boolean' },
+  client: { type: 'string' },
+  'dry-run': { type: 'boolean', short: 'n' },
 } as const;
 
 function table(out: Output, rows: string[][], rightFrom: number): void {
@@ -123,8 +130,28 @@ export async function run(argv: string[], out: Output): Promise<number> {
       out.summary({ command: 'storage remove-client', client: name, keptData: values['keep-data'] === true });
       return EXIT.OK;
     }
+    case 'prune': {
+      noMore(0);
+      const names = values.client ? [checkName(values.client)] : listClientNames(cfg);
+      let failed = 0;
+      let removed = 0;
+      for (const name of names) {
+        const policy = cfg.clientRetention[name] ?? cfg.retention;
+        if (!policy || isEmpty(policy)) {
+          log(`${name}: no retention in ${cfg.file ?? 'the storage config'}: skipped`);
+          continue;
+        }
+        for (const r of pruneClient(cfg, name, policy, { dryRun: values['dry-run'] === true }, log)) {
+          if (out.json) out.emit({ event: 'pruned', ...r } as never);
+          if (!r.ok) failed++;
+          removed += r.removed.length;
+        }
+      }
+      out.summary({ command: 'storage prune', clients: names.length, removed, failed, dryRun: values['dry-run'] === true });
+      return failed ? EXIT.FAILED : EXIT.OK;
+    }
     case undefined:
-      throw usageError(`bakker storage: a subcommand is required (add-client, list-clients, grant, requests, grow, remove-client): see 'bakker storage --help'`);
+      throw usageError(`bakker storage: a subcommand is required (add-client, list-clients, grant, requests, grow, remove-client, prune): see 'bakker storage --help'`);
     default:
       throw usageError(`bakker storage: unknown subcommand "${sub}": see 'bakker storage --help'`);
   }

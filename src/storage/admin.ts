@@ -5,6 +5,7 @@ import path from 'node:path';
 import { BakkerError, errMessage, usageError } from '../errors.js';
 import { sleepSync } from '../util/sleep.js';
 import type { StorageConfig } from './config.js';
+import type { Policy } from '../engine/retention/policy.js';
 
 /**
  * The storage side's account management (docs/STORAGE.md). Each client is a system account
@@ -582,4 +583,61 @@ export function removeClient(cfg: StorageConfig, name: string, opts: { keepData:
   if (!opts.keepData) fs.rmSync(rec.chroot, { recursive: true, force: true });
   fs.rmSync(recordPath(cfg, name), { force: true });
   log(opts.keepData ? `client ${name} removed; its data stays in ${rec.chroot}${backingName(rec)}` : `client ${name} and its data removed`);
+}
+
+/** A policy as `bakker prune` flags. */
+function policyFlags(p: Policy): string[] {
+  const out: string[] = [];
+  const flag = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+  for (const [k, v] of Object.entries(p)) {
+    if (v === undefined) continue;
+    out.push(`--${flag(k)}`, typeof v === 'number' ? String(v) : (v as { text: string }).text);
+  }
+  return out;
+}
+
+export interface ClientPrune {
+  client: string;
+  store: string;
+  ok: boolean;
+  removed: string[];
+  merged: string[];
+  message?: string;
+}
+
+/**
+ * Applies the storage side's retention to a client's stores (docs/RETENTION.md, "Storage side"):
+ * `bakker prune` on each store folder, run as the client's own account (never as root: the store
+ * is the client's, and whatever links it planted there are followed, if at all, with only the
+ * client's rights). The store's lock is honoured: a client backing up right now is left alone.
+ */
+export function pruneClient(cfg: StorageConfig, name: string, policy: Policy, opts: { dryRun: boolean }, log: Log): ClientPrune[] {
+  requireRoot('prune');
+  const rec = readClient(cfg, name);
+  const results: ClientPrune[] = [];
+  for (const dir of storeDirs(rec)) {
+    try {
+      if (!fs.lstatSync(path.join(dir, '.bakker')).isDirectory()) continue;
+    } catch {
+      continue; // not a store (yet)
+    }
+    const args = [process.execPath, '--max-semi-space-size=4', process.argv[1]!, 'prune', '--store', dir, ...policyFlags(policy), '--json', ...(opts.dryRun ? ['--dry-run'] : [])];
+    const r = spawnSync('runuser', ['-u', name, '--', ...args], { encoding: 'utf8', cwd: '/' });
+    const events = r.stdout
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const summary = events.find((e) => e.event === 'summary' && e.command === 'prune');
+    const error = events.find((e) => e.event === 'error');
+    if (r.status === 0 && summary) {
+      const removed = (summary.removed as string[]) ?? [];
+      results.push({ client: name, store: dir, ok: true, removed, merged: (summary.merged as string[]) ?? [] });
+      log(`${name}: ${dir}: ${opts.dryRun ? 'would remove' : 'removed'} ${removed.length ? removed.join(', ') : 'nothing'}`);
+    } else {
+      const message = String(error?.message ?? (r.stderr || `exit code ${r.status}`)).trim().split('\n').pop()!;
+      results.push({ client: name, store: dir, ok: false, removed: [], merged: [], message });
+      log(`${name}: ${dir}: not pruned: ${message}`);
+    }
+  }
+  return results;
 }

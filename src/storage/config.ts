@@ -2,6 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseYaml } from '../config/config.js';
 import { configError } from '../errors.js';
+import { checkRetention } from '../config/job-config.js';
+import type { Policy } from '../engine/retention/policy.js';
 
 /**
  * Settings of the storage side (`bakker storage ...`, run as root on the storage server), from
@@ -34,11 +36,14 @@ export interface StorageConfig {
   host: string | undefined;
   /** The sshd binary (for -t and -T checks). */
   sshd: string;
+  /** The storage side's retention for every client, and per client (`bakker storage prune`). */
+  retention: Policy | undefined;
+  clientRetention: Record<string, Policy>;
 }
 
 export const DEFAULT_STORAGE_CONFIG = '/etc/bakker/storage.yaml';
 
-const KEYS = ['base', 'sshd_config', 'sshd_config_dir', 'keys_dir', 'state_dir', 'images_dir', 'volume_group', 'fstab', 'sshd_pid_file', 'reload', 'host', 'sshd'];
+const KEYS = ['base', 'sshd_config', 'sshd_config_dir', 'keys_dir', 'state_dir', 'images_dir', 'volume_group', 'fstab', 'sshd_pid_file', 'reload', 'host', 'sshd', 'retention', 'client_retention'];
 
 export function storageDefaults(): StorageConfig {
   return {
@@ -55,6 +60,8 @@ export function storageDefaults(): StorageConfig {
     reload: 'auto',
     host: undefined,
     sshd: '/usr/sbin/sshd',
+    retention: undefined,
+    clientRetention: {},
   };
 }
 
@@ -92,6 +99,11 @@ export function loadStorageConfig(file: string | undefined): StorageConfig {
   cfg.sshdPidFile = abs('sshd_pid_file') ?? cfg.sshdPidFile;
   cfg.sshd = abs('sshd') ?? cfg.sshd;
   if (o.host !== undefined) cfg.host = c.str(['host'], o.host, 'a host name');
+  if (o.retention !== undefined) cfg.retention = checkRetention(c, ['retention'], o.retention);
+  if (o.client_retention !== undefined) {
+    const per = c.keys(['client_retention'], o.client_retention, Object.keys((o.client_retention ?? {}) as object));
+    for (const [name, p] of Object.entries(per)) cfg.clientRetention[name] = checkRetention(c, ['client_retention', name], p);
+  }
   if (o.volume_group !== undefined) {
     cfg.volumeGroup = c.str(['volume_group'], o.volume_group, 'an LVM volume group name');
     if (!/^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$/.test(cfg.volumeGroup)) c.fail(['volume_group'], `"${cfg.volumeGroup}" is not a volume group name (letters, digits, + _ . -; see vgs)`);

@@ -211,3 +211,49 @@ test('with volume_group, a sized client gets its own logical volume (LVM stand-i
     if (fs.existsSync(path.join(path.dirname(sshd.storageConfig), 'clients', `${name}.json`)) || spawnSync('id', [name]).status === 0) lvm(['remove-client', name, '--yes']);
   }
 });
+
+test('storage prune: the storage side applies its own retention to a client, as the client\'s account; a client backing up is left alone', () => {
+  const c = sshd.addAccount();
+  const url = `${c.url}/server9`;
+  for (let i = 0; i < 3; i++) {
+    fs.writeFileSync(path.join(src, 'a.txt'), `alpha ${i}`);
+    const r = bakker(['backup', src, '--store', url, ...sshOpts(c.key)]);
+    assert.equal(r.code, 0, r.stderr);
+  }
+  const storeDir = path.join(sshd.chrootBase, c.user, 'backups/server9');
+  const snaps = () => fs.readdirSync(storeDir).filter((n) => n.endsWith('.impl')).map((n) => n.slice(0, -5)).sort();
+  const [s1, s2, s3] = snaps() as [string, string, string];
+  const cfg = path.join(work, 'storage-prune.yaml');
+  fs.writeFileSync(cfg, fs.readFileSync(sshd.storageConfig, 'utf8') + `retention: {keep_last: 5}\nclient_retention:\n  ${c.user}: {keep_last: 1}\n`);
+  const prune = (extra: string[] = []) => bakker(['storage', 'prune', '--client', c.user, '--storage-config', cfg, '--json', ...extra]);
+
+  const dry = prune(['--dry-run']);
+  assert.equal(dry.code, 0, dry.stderr);
+  assert.deepEqual(jsonLines(dry.stdout).find((e) => e.event === 'pruned')!.removed, [s1, s2]);
+  assert.deepEqual(snaps(), [s1, s2, s3]);
+
+  // While the client holds its store's lock, the storage side does not touch it.
+  const lock = path.join(storeDir, '.bakker/lock');
+  fs.writeFileSync(lock, JSON.stringify({ pid: 1, host: 'elsewhere', started: new Date().toISOString(), procStart: null }) + '\n');
+  const busy = prune();
+  assert.equal(busy.code, 1);
+  assert.match(jsonLines(busy.stdout).find((e) => e.event === 'pruned')!.message as string, /is in use by bakker PID 1 on elsewhere/);
+  fs.rmSync(lock);
+
+  const r = prune();
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(jsonLines(r.stdout).find((e) => e.event === 'pruned')!.removed, [s1, s2]);
+  assert.deepEqual(snaps(), [s3]);
+  // Done with the client's rights: what it rewrote belongs to the client, not to root.
+  assert.equal(fs.statSync(path.join(storeDir, `${s3}.impl`)).uid, Number(sh('id', ['-u', c.user]).trim()));
+  assert.equal(bakker(['verify', '--store', url, '--snapshot', 'all', ...sshOpts(c.key)]).code, 0);
+  // The client's cached index of s3 was made for the impl the merge replaced: its next run sees
+  // that (another mtime) and takes the ordinary path; the run after that has an index again.
+  fs.writeFileSync(path.join(src, 'a.txt'), 'alpha after');
+  const next = bakker(['backup', src, '--store', url, '--json', ...sshOpts(c.key)]);
+  assert.equal(next.code, 0, next.stderr);
+  assert.equal(jsonLines(next.stdout).find((e) => e.event === 'start')!.indexed, false);
+  fs.writeFileSync(path.join(src, 'a.txt'), 'alpha after again');
+  const again = bakker(['backup', src, '--store', url, '--json', ...sshOpts(c.key)]);
+  assert.equal(jsonLines(again.stdout).find((e) => e.event === 'start')!.indexed, true);
+});

@@ -226,7 +226,11 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
         if (!pl.remote) {
           const impl = await store.readFile(implPath(previous!));
           if (createHash('sha256').update(impl).digest('hex') !== meta.impl) throw new Error('made for another impl');
-        } else if (meta.implBytes === undefined || (await store.stat(implPath(previous!)))?.size !== meta.implBytes) throw new Error('made for another impl');
+        } else {
+          // A remote impl rewritten since (a merge by a prune on the storage side) has another mtime.
+          const st = await store.stat(implPath(previous!));
+          if (meta.implBytes === undefined || st?.size !== meta.implBytes || (meta.implMtime !== undefined && st.mtime !== meta.implMtime)) throw new Error('made for another impl');
+        }
       };
       prevIndex = previous && prevImpl.present ? await IndexReader.open(place.file(previous), previous, fingerprint, checkImpl, emit) : null;
       indexWriter = place.writer(name, runDir);
@@ -401,7 +405,8 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     await implWriter.close({ trailer: true, end: new Date().toISOString(), entries: iw.count, summary: numbersOf(summary) });
     implWriter = null;
     if (indexWriter) {
-      await indexWriter.close({ format: 1, snapshot: name, impl: iw.digest(), implBytes: iw.bytes, entries: iw.count, fingerprint });
+      const implMtime = place?.remote ? (await store.stat(join(runDir, 'impl')))?.mtime : undefined;
+      await indexWriter.close({ format: 1, snapshot: name, impl: iw.digest(), implBytes: iw.bytes, ...(implMtime ? { implMtime } : {}), entries: iw.count, fingerprint });
       indexWriter = null;
     }
     const tWritten = Date.now();

@@ -51,8 +51,9 @@ export interface IndexMeta {
   snapshot: string;
   /** sha256 of the impl file's bytes: the index is used only with exactly that impl. */
   impl: string;
-  /** The impl file's size (a remote store's impl is checked by size first, by sha256 as it is read). */
+  /** The impl file's size and mtime (a remote store's impl is checked by these first, by sha256 as it is read). */
   implBytes?: number;
+  implMtime?: string;
   entries: number;
   /** What the walk depended on (sources, excludes, owner names, ...): a change turns the index off. */
   fingerprint: string;
@@ -305,7 +306,7 @@ export class IndexPlace {
    * their order are the same): prepares the new file now and returns what puts it in place
    * (called right after the new impl is). Null when there is no usable index of `name`.
    */
-  rebind(name: string, implSha: string, implBytes: number): (() => void) | null {
+  rebind(name: string, implSha: string, implBytes: number): ((implMtime: string | undefined) => void) | null {
     const file = this.file(name);
     let buf: Buffer;
     try {
@@ -321,11 +322,13 @@ export class IndexPlace {
     } catch {
       return null;
     }
-    const metaBuf = Buffer.from(JSON.stringify({ ...meta, impl: implSha, implBytes }) + '\n');
-    const out = Buffer.concat([buf.subarray(0, metaOff), metaBuf, buf.subarray(buf.length - TRAILER)]);
-    const tmp = `${file}.rebind-${process.pid}`;
-    fs.writeFileSync(tmp, out, { mode: 0o600 });
-    return () => fs.renameSync(tmp, file);
+    return (implMtime) => {
+      const metaBuf = Buffer.from(JSON.stringify({ ...meta, impl: implSha, implBytes, implMtime }) + '\n');
+      const out = Buffer.concat([buf.subarray(0, metaOff), metaBuf, buf.subarray(buf.length - TRAILER)]);
+      const tmp = `${file}.rebind-${process.pid}`;
+      fs.writeFileSync(tmp, out, { mode: 0o600 });
+      fs.renameSync(tmp, file);
+    };
   }
 
   /** Drops the index of `name` (it did not match its impl). */

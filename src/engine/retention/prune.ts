@@ -219,7 +219,7 @@ async function mergeInto(store: Store, name: string, previous: string | null, ke
   });
   await store.rename(newDiff, diffPath(name));
   await store.rename(join(work, 'impl'), implPath(name));
-  rebound?.();
+  if (rebound) rebound((await store.stat(implPath(name)))?.mtime);
   await store.remove(work);
   emit({ event: 'info', message: `merged into ${name}: its diff folder now holds what is new since ${previous ?? 'nothing (it is the oldest now)'}` });
 }
