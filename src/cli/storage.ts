@@ -1,5 +1,5 @@
 import { usageError } from '../errors.js';
-import { addClient, checkName, clientStatus, growClient, grantRead, listClientNames, listRequests, parseSize, pruneClient, removeClient } from '../storage/admin.js';
+import { addClient, checkName, clientStatus, growClient, grantRead, listClientNames, listRequests, parseSize, protectClient, pruneClient, pruneSeals, readClient, removeClient, sealClient } from '../storage/admin.js';
 import { isEmpty } from '../engine/retention/policy.js';
 import { loadStorageConfig } from '../storage/config.js';
 import { bytes } from '../ui/format.js';
@@ -27,6 +27,10 @@ Subcommands:
                  grow NAME's own filesystem (online) and clear its requests
   remove-client NAME (--yes | --keep-data)
                  remove the account, its keys and sshd block; --yes deletes its data too
+  protect NAME   the storage side keeps read-only copies of NAME's snapshots that NAME cannot
+                 delete or alter (its backups folder on btrfs; see docs/RETENTION.md)
+  seal [--client NAME]
+                 take those copies now for protected clients with a new snapshot (for a timer)
   prune [--client NAME] [--dry-run]
                  apply the storage side's retention (retention: and client_retention: in the
                  storage config) to each client's stores, as that client's account; for a root
@@ -130,6 +134,24 @@ export async function run(argv: string[], out: Output): Promise<number> {
       out.summary({ command: 'storage remove-client', client: name, keptData: values['keep-data'] === true });
       return EXIT.OK;
     }
+    case 'protect': {
+      noMore(1);
+      const name = checkName(args[0]);
+      protectClient(cfg, name, log);
+      out.summary({ command: 'storage protect', client: name });
+      return EXIT.OK;
+    }
+    case 'seal': {
+      noMore(0);
+      const names = (values.client ? [checkName(values.client)] : listClientNames(cfg)).filter((n) => readClient(cfg, n).protected);
+      const sealed: string[] = [];
+      for (const n of names) {
+        const s = sealClient(cfg, n, log);
+        if (s) sealed.push(s);
+      }
+      out.summary({ command: 'storage seal', clients: names.length, sealed });
+      return EXIT.OK;
+    }
     case 'prune': {
       noMore(0);
       const names = values.client ? [checkName(values.client)] : listClientNames(cfg);
@@ -146,12 +168,18 @@ export async function run(argv: string[], out: Output): Promise<number> {
           if (!r.ok) failed++;
           removed += r.removed.length;
         }
+        if (readClient(cfg, name).protected) {
+          // Sealed copies: the newest state sealed first, then the old ones by the same policy.
+          if (!values['dry-run']) sealClient(cfg, name, log);
+          const seals = pruneSeals(cfg, name, policy, { dryRun: values['dry-run'] === true }, log);
+          if (out.json) out.emit({ event: 'pruned-seals', client: name, removed: seals } as never);
+        }
       }
       out.summary({ command: 'storage prune', clients: names.length, removed, failed, dryRun: values['dry-run'] === true });
       return failed ? EXIT.FAILED : EXIT.OK;
     }
     case undefined:
-      throw usageError(`bakker storage: a subcommand is required (add-client, list-clients, grant, requests, grow, remove-client, prune): see 'bakker storage --help'`);
+      throw usageError(`bakker storage: a subcommand is required (add-client, list-clients, grant, requests, grow, remove-client, protect, seal, prune): see 'bakker storage --help'`);
     default:
       throw usageError(`bakker storage: unknown subcommand "${sub}": see 'bakker storage --help'`);
   }

@@ -5,7 +5,8 @@ import path from 'node:path';
 import { BakkerError, errMessage, usageError } from '../errors.js';
 import { sleepSync } from '../util/sleep.js';
 import type { StorageConfig } from './config.js';
-import type { Policy } from '../engine/retention/policy.js';
+import { applyPolicy, type Policy } from '../engine/retention/policy.js';
+import { compareSnapshotNames } from '../engine/naming.js';
 
 /**
  * The storage side's account management (docs/STORAGE.md). Each client is a system account
@@ -30,6 +31,8 @@ export interface ClientRecord {
   created: string;
   /** Clients whose keys may read this client's store (read-only). */
   readers: string[];
+  /** Protected (`bakker storage protect`): its backups folder is a btrfs subvolume, sealed read-only by the storage side. */
+  protected?: boolean;
 }
 
 export type Log = (line: string) => void;
@@ -640,4 +643,111 @@ export function pruneClient(cfg: StorageConfig, name: string, policy: Policy, op
     }
   }
   return results;
+}
+
+/** Whether `dir` is a btrfs subvolume (its own inode 256 on btrfs). */
+function isSubvolume(dir: string): boolean {
+  return spawnSync('btrfs', ['subvolume', 'show', dir], { encoding: 'utf8' }).status === 0;
+}
+
+/** Where the storage side keeps a protected client's sealed copies (outside its chroot). */
+export function sealsDir(cfg: StorageConfig, name: string): string {
+  return path.join(cfg.protectedDir ?? path.join(path.dirname(readClient(cfg, name).chroot), '.bakker-protected'), name);
+}
+
+/**
+ * Protects a client (docs/RETENTION.md, "Protection"): its backups folder becomes a btrfs
+ * subvolume (it must be on btrfs; an empty folder is turned into one), and from now on the
+ * storage side keeps read-only snapshots of it, taken by `bakker storage seal` (and by
+ * `bakker storage prune`) whenever a new complete snapshot has appeared, outside the chroot. The
+ * client still writes and links in its own folder as before; whatever it does there later cannot
+ * reach a sealed copy.
+ */
+export function protectClient(cfg: StorageConfig, name: string, log: Log): ClientRecord {
+  requireRoot('protect');
+  const rec = readClient(cfg, name);
+  const backups = path.join(rec.chroot, 'backups');
+  if (!isSubvolume(backups)) {
+    const fsType = spawnSync('stat', ['-f', '-c', '%T', backups], { encoding: 'utf8' }).stdout.trim();
+    if (fsType !== 'btrfs') throw new BakkerError('STORE', `protect needs ${name}'s backups folder on btrfs (it is on ${fsType || 'an unknown filesystem'}): add the client with --base on a btrfs filesystem`);
+    if (fs.readdirSync(backups).length > 0) throw new BakkerError('STORE', `${backups} is not a btrfs subvolume and is not empty: move its stores away, run protect, and move them back (mv onto the new subvolume copies, reflinks aside)`);
+    const st = fs.statSync(backups);
+    fs.rmdirSync(backups);
+    sh('btrfs', ['subvolume', 'create', backups], 'protect');
+    fs.chownSync(backups, st.uid, st.gid);
+    fs.chmodSync(backups, st.mode & 0o7777);
+  }
+  fs.mkdirSync(sealsDir(cfg, name), { recursive: true, mode: 0o700 });
+  if (spawnSync('stat', ['-f', '-c', '%T', sealsDir(cfg, name)], { encoding: 'utf8' }).stdout.trim() !== 'btrfs') {
+    throw new BakkerError('STORE', `the sealed copies' folder ${sealsDir(cfg, name)} must be on the same btrfs filesystem as ${backups}: set protected_dir in the storage config, or leave it unset (BASE/.bakker-protected)`);
+  }
+  rec.protected = true;
+  writeClient(cfg, rec);
+  log(`${name} is protected: sealed copies go to ${sealsDir(cfg, name)}`);
+  sealClient(cfg, name, log);
+  return rec;
+}
+
+/** What a seal was taken of: each store's newest complete snapshot. */
+function newestSnapshots(rec: ClientRecord): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const dir of storeDirs(rec)) {
+    let names: string[];
+    try {
+      names = fs.readdirSync(dir);
+    } catch {
+      continue;
+    }
+    const complete = names.filter((n) => SNAPSHOT_RE.test(n) && names.includes(`${n}.impl`)).sort(compareSnapshotNames);
+    if (complete.length) out[path.relative(path.join(rec.chroot, 'backups'), dir) || '.'] = complete[complete.length - 1]!;
+  }
+  return out;
+}
+
+/**
+ * Takes a read-only btrfs snapshot of a protected client's backups folder when a store has a new
+ * complete snapshot since the last seal (named by the UTC time: YYYY-MM-DDTHH-MM-SS-mmm). Returns its path,
+ * or null when nothing is new.
+ */
+export function sealClient(cfg: StorageConfig, name: string, log: Log): string | null {
+  requireRoot('seal');
+  const rec = readClient(cfg, name);
+  if (!rec.protected) throw usageError(`client ${name} is not protected: run 'bakker storage protect ${name}' first`);
+  const dir = sealsDir(cfg, name);
+  const record = path.join(dir, '.sealed.json');
+  const now = newestSnapshots(rec);
+  let last: Record<string, string> = {};
+  try {
+    last = JSON.parse(fs.readFileSync(record, 'utf8')) as Record<string, string>;
+  } catch {
+    last = {};
+  }
+  if (Object.keys(now).length === 0 || JSON.stringify(now) === JSON.stringify(last)) return null;
+  const stamp = new Date().toISOString().replace(/Z$/, '').replace(/[:.]/g, '-'); // to the millisecond: two seals never share a name
+  const seal = path.join(dir, stamp);
+  sh('btrfs', ['subvolume', 'snapshot', '-r', path.join(rec.chroot, 'backups'), seal], 'seal');
+  fs.writeFileSync(`${record}.tmp`, JSON.stringify(now) + '\n', { mode: 0o600 });
+  fs.renameSync(`${record}.tmp`, record);
+  log(`${name}: sealed ${Object.entries(now).map(([s, n]) => `${s}: ${n}`).join(', ')} in ${seal}`);
+  return seal;
+}
+
+/** Removes the sealed copies of a protected client that `policy` does not keep (by seal time). */
+export function pruneSeals(cfg: StorageConfig, name: string, policy: Policy, opts: { dryRun: boolean }, log: Log): string[] {
+  const dir = sealsDir(cfg, name);
+  let seals: string[] = [];
+  try {
+    seals = fs.readdirSync(dir).filter((n) => /^\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d-\d{3}$/.test(n));
+  } catch {
+    return [];
+  }
+  const snaps = seals.map((n) => ({ name: n, time: new Date(`${n.slice(0, 10)}T${n.slice(11, 19).replace(/-/g, ':')}.${n.slice(20)}Z`) }));
+  const removed: string[] = [];
+  for (const d of applyPolicy(snaps, policy)) {
+    if (d.keep) continue;
+    removed.push(d.name);
+    if (!opts.dryRun) sh('btrfs', ['subvolume', 'delete', path.join(dir, d.name)], 'prune seals');
+  }
+  if (removed.length) log(`${name}: ${opts.dryRun ? 'would remove' : 'removed'} sealed copies ${removed.join(', ')}`);
+  return removed;
 }

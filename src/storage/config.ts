@@ -36,6 +36,8 @@ export interface StorageConfig {
   host: string | undefined;
   /** The sshd binary (for -t and -T checks). */
   sshd: string;
+  /** Where protected clients' sealed copies go (outside every chroot, on the clients' btrfs); default: BASE/.bakker-protected. */
+  protectedDir: string | undefined;
   /** The storage side's retention for every client, and per client (`bakker storage prune`). */
   retention: Policy | undefined;
   clientRetention: Record<string, Policy>;
@@ -43,7 +45,7 @@ export interface StorageConfig {
 
 export const DEFAULT_STORAGE_CONFIG = '/etc/bakker/storage.yaml';
 
-const KEYS = ['base', 'sshd_config', 'sshd_config_dir', 'keys_dir', 'state_dir', 'images_dir', 'volume_group', 'fstab', 'sshd_pid_file', 'reload', 'host', 'sshd', 'retention', 'client_retention'];
+const KEYS = ['base', 'sshd_config', 'sshd_config_dir', 'keys_dir', 'state_dir', 'images_dir', 'volume_group', 'fstab', 'sshd_pid_file', 'reload', 'host', 'sshd', 'retention', 'client_retention', 'protected_dir'];
 
 export function storageDefaults(): StorageConfig {
   return {
@@ -62,6 +64,7 @@ export function storageDefaults(): StorageConfig {
     sshd: '/usr/sbin/sshd',
     retention: undefined,
     clientRetention: {},
+    protectedDir: undefined,
   };
 }
 
@@ -98,6 +101,7 @@ export function loadStorageConfig(file: string | undefined): StorageConfig {
   cfg.fstab = abs('fstab') ?? cfg.fstab;
   cfg.sshdPidFile = abs('sshd_pid_file') ?? cfg.sshdPidFile;
   cfg.sshd = abs('sshd') ?? cfg.sshd;
+  cfg.protectedDir = abs('protected_dir') ?? cfg.protectedDir;
   if (o.host !== undefined) cfg.host = c.str(['host'], o.host, 'a host name');
   if (o.retention !== undefined) cfg.retention = checkRetention(c, ['retention'], o.retention);
   if (o.client_retention !== undefined) {

@@ -293,7 +293,8 @@ export class LocalStore implements Store {
 
   async statvfs(): Promise<{ freeBytes: number; freeInodes: number }> {
     const s = await fsp.statfs(this.url);
-    return { freeBytes: s.bavail * s.bsize, freeInodes: s.ffree };
+    // A filesystem without an inode table (btrfs) reports 0 inodes in all: no limit there.
+    return { freeBytes: s.bavail * s.bsize, freeInodes: s.files === 0 ? Infinity : s.ffree };
   }
 
   async sync(): Promise<void> {

@@ -66,7 +66,7 @@ export class SftpStore implements Store {
       if (there) return Object.assign(new Error(`EEXIST: '${p.toString()}' already exists in the store`), { code: 'EEXIST' });
     }
     const v = await this.sftp.statvfs(this.root).catch(() => null);
-    if (v && (v.bavail * v.frsize < 1 << 20 || v.favail === 0)) return Object.assign(new Error(`ENOSPC: the store ${this.url} is full`), { code: 'ENOSPC' });
+    if (v && (v.bavail * v.frsize < 1 << 20 || (v.files > 0 && v.favail === 0))) return Object.assign(new Error(`ENOSPC: the store ${this.url} is full`), { code: 'ENOSPC' });
     return Object.assign(new Error((err as Error).message), { code: 'EIO' });
   }
 
@@ -436,7 +436,8 @@ export class SftpStore implements Store {
 
   async statvfs(): Promise<{ freeBytes: number; freeInodes: number }> {
     const v = await this.sftp.statvfs(this.root);
-    return { freeBytes: v.bavail * v.frsize, freeInodes: v.favail };
+    // A filesystem without an inode table (btrfs) reports 0 inodes in all: no limit there.
+    return { freeBytes: v.bavail * v.frsize, freeInodes: v.files === 0 ? Infinity : v.favail };
   }
 
   /**
