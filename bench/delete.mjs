@@ -1,6 +1,7 @@
 // Deletion: `bakker prune --keep-last 1` of a store with two snapshots of the generated tree
-// (it removes one snapshot and merges the other), against `rm -rf` of a copy of one snapshot
-// tree: locally, and over SFTP against `ssh HOST rm -rf` on the same sshd (loopback).
+// (it removes one snapshot and merges the other), against `rm -rf` of a hard-linked copy of what
+// it removes (the snapshot's tree and diff folder): locally, and over SFTP against the storage
+// server's own rm -rf.
 //   npm run build && node bench/delete.mjs            # COUNT=100000
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -50,7 +51,10 @@ run(BIN, ['backup', src, '--store', store]);
 spawnSync('bash', [path.join(root, 'bench/make-tree.sh'), '--mutate', src, '77'], { stdio: 'ignore' });
 run(BIN, ['backup', src, '--store', store]);
 const snap = fs.readdirSync(store).filter((n) => /^\d{4}_\d\d_\d\d_\d\d$/.test(n)).sort()[0];
-run('cp', ['-al', path.join(store, snap), path.join(W, 'copy')]);
+// What prune removes: the snapshot's tree and its diff folder (the first snapshot's holds all of it).
+fs.mkdirSync(path.join(W, 'copy'));
+run('cp', ['-al', path.join(store, snap), path.join(W, 'copy', 'tree')]);
+run('cp', ['-al', path.join(store, `${snap}.diff`), path.join(W, 'copy', 'diff')]);
 rows.push({ where: 'local', bakker: await timed('bakker prune (local)', BIN, ['prune', '--store', store, '--keep-last', '1', '--json']), rm: await timed('rm -rf (local)', 'rm', ['-rf', path.join(W, 'copy')]) });
 fs.rmSync(store, { recursive: true, force: true });
 
@@ -68,13 +72,15 @@ try {
   const remote = path.join(acc.root, 'backups/b');
   const first = fs.readdirSync(remote).filter((n) => /^\d{4}_\d\d_\d\d_\d\d$/.test(n)).sort()[0];
   const copy = path.join(acc.root, 'copy');
-  run('cp', ['-al', path.join(remote, first), copy]);
+  fs.mkdirSync(copy);
+  run('cp', ['-al', path.join(remote, first), path.join(copy, 'tree')]);
+  run('cp', ['-al', path.join(remote, `${first}.diff`), path.join(copy, 'diff')]);
   rows.push({ where: 'SFTP, loopback', bakker: await timed('bakker prune (sftp)', BIN, ['prune', '--store', url, '--keep-last', '1', '--json', ...ssh]), rm: await timed('rm -rf on the server', 'rm', ['-rf', copy]) });
 } finally {
   await sshd.stop();
 }
 
-console.log(`Entries: ${COUNT}; bakker prune --keep-last 1 of two snapshots (removes one, merges the other) vs rm -rf of one snapshot tree.\n`);
+console.log(`Entries: ${COUNT}; bakker prune --keep-last 1 of two snapshots (removes one, merges the other) vs rm -rf of a copy of what it removes (tree and diff folder).\n`);
 console.log('| where | bakker prune s | of which merging s | of which removing s | rm -rf s | removing / rm | bakker CPU s | bakker RSS MB |');
 console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
 for (const r of rows) {

@@ -259,7 +259,8 @@ export class LocalStore implements Store {
     const top = this.abs(p);
     let level = [top];
     const parents: Buffer[] = [];
-    for (let depth = 0; depth < 4 && level.length > 0 && level.length < REMOVE_LANES * 2; depth++) {
+    // Down through single-folder chains (a snapshot starts /var/lib/...), until there are several.
+    for (let depth = 0; depth < 16 && level.length > 0 && level.length < REMOVE_LANES * 2; depth++) {
       const next: Buffer[] = [];
       for (const d of level) {
         let entries: fs.Dirent<Buffer>[];
