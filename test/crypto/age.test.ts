@@ -1,0 +1,89 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { bech32Decode, bech32Encode, decrypt, encrypt, generateIdentity, parseIdentities, parseRecipient } from '../../src/crypto/age.js';
+import { requireTool, rmrf, sh, tempDir } from '../helpers/tree.js';
+
+/* The age format on node:crypto, checked against Debian's age 1.1 both ways. */
+
+let work: string;
+before(() => {
+  for (const t of ['age', 'age-keygen']) requireTool(t);
+  work = tempDir();
+});
+after(() => work && rmrf(work));
+
+async function collect(it: AsyncIterable<Buffer>): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const p of it) parts.push(p);
+  return Buffer.concat(parts);
+}
+async function* pieces(b: Buffer, size = 10_000): AsyncGenerator<Buffer> {
+  for (let i = 0; i < b.length; i += size) yield b.subarray(i, i + size);
+}
+const SIZES = [0, 1, 65535, 65536, 65537, 3 * 65536, 1_000_003];
+
+test('age: identities and recipients are what age-keygen makes of them', () => {
+  const { identity, recipient } = generateIdentity();
+  assert.match(identity, /^AGE-SECRET-KEY-1[0-9A-Z]{58}$/);
+  assert.match(recipient, /^age1[0-9a-z]{58}$/);
+  const f = path.join(work, 'id.txt');
+  fs.writeFileSync(f, `# a comment\n${identity}\n`);
+  assert.equal(sh('age-keygen', ['-y', f]).trim(), recipient);
+  assert.equal(parseIdentities(fs.readFileSync(f, 'utf8'), f)[0]!.recipient, recipient);
+  const theirs = path.join(work, 'theirs.txt');
+  sh('age-keygen', ['-o', theirs]);
+  const r = sh('age-keygen', ['-y', theirs]).trim();
+  assert.equal(parseIdentities(fs.readFileSync(theirs, 'utf8'), theirs)[0]!.recipient, r);
+  assert.deepEqual(bech32Decode(bech32Encode('age', parseRecipient(r)))!.data, parseRecipient(r));
+  assert.throws(() => parseRecipient('age1notarecipient'), /is not an age X25519 recipient/);
+});
+
+test('age: what bakker encrypts, age decrypts, and the other way, at chunk edges', async () => {
+  const { identity, recipient } = generateIdentity();
+  const idFile = path.join(work, 'id2.txt');
+  fs.writeFileSync(idFile, identity + '\n');
+  const ids = parseIdentities(identity, 'id');
+  const other = generateIdentity();
+  for (const size of SIZES) {
+    const plain = randomBytes(size);
+    const enc = path.join(work, `ours-${size}.age`);
+    fs.writeFileSync(enc, await collect(encrypt(pieces(plain), [parseRecipient(other.recipient), parseRecipient(recipient)])));
+    const out = path.join(work, `ours-${size}.out`);
+    sh('age', ['-d', '-i', idFile, '-o', out, enc]);
+    const got = fs.existsSync(out) ? fs.readFileSync(out) : Buffer.alloc(0); // age makes no file for no bytes
+    assert.ok(got.equals(plain), `age decrypts bakker's ${size} bytes`);
+
+    const src = path.join(work, `plain-${size}`);
+    fs.writeFileSync(src, plain);
+    const theirs = path.join(work, `theirs-${size}.age`);
+    sh('age', ['-r', recipient, '-r', other.recipient, '-o', theirs, src]);
+    const back = await collect(decrypt(pieces(fs.readFileSync(theirs), 7_777), ids));
+    assert.ok(back.equals(plain), `bakker decrypts age's ${size} bytes`);
+  }
+});
+
+test('age: an altered, truncated, extended or foreign file is refused', async () => {
+  const { identity, recipient } = generateIdentity();
+  const ids = parseIdentities(identity, 'id');
+  const plain = randomBytes(200_000);
+  const good = await collect(encrypt(pieces(plain), [parseRecipient(recipient)]));
+  const tries: [string, Buffer, RegExp][] = [
+    ['a flipped payload byte', Buffer.from(good), /chunk 1 does not authenticate|does not authenticate/],
+    ['truncated by a chunk', good.subarray(0, good.length - 4000 - 16 - 65536), /last chunk does not authenticate/],
+    ['one byte cut', good.subarray(0, good.length - 1), /last chunk does not authenticate/],
+    ['a byte added', Buffer.concat([good, Buffer.from([0])]), /last chunk does not authenticate/],
+    ['the header altered', Buffer.from(good), /its header was altered|none of the identities/],
+  ];
+  const flipped = tries[0]![1];
+  flipped[good.length - 100_000] = flipped[good.length - 100_000]! ^ 1;
+  const hdr = tries[4]![1];
+  const at = hdr.indexOf('\n---') - 3;
+  hdr[at] = hdr[at] === 0x41 ? 0x42 : 0x41;
+  for (const [what, data, re] of tries) await assert.rejects(collect(decrypt(pieces(data), ids)), re, what);
+  const stranger = parseIdentities(generateIdentity().identity, 'x');
+  await assert.rejects(collect(decrypt(pieces(good), stranger)), /none of the identities is a recipient of it/);
+  assert.ok((await collect(decrypt(pieces(good), ids))).equals(plain));
+});
