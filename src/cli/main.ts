@@ -16,6 +16,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   restore: () => import('./restore.js'),
   verify: () => import('./verify.js'),
   prune: () => import('./prune.js'),
+  key: () => import('./key.js'),
   storage: () => import('./storage.js'),
 };
 
@@ -31,6 +32,7 @@ Commands:
   restore   restore a snapshot, or part of it, into a folder
   verify    check snapshots against their impls
   prune     remove snapshots a retention policy does not keep (merging their diffs)
+  key       make an age identity for encrypted stores
   storage   manage client accounts on the storage server (as root there)
   help      show help for a command
 

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { bech32Decode, bech32Encode, decrypt, encrypt, generateIdentity, parseIdentities, parseRecipient } from '../../src/crypto/age.js';
 import { requireTool, rmrf, sh, tempDir } from '../helpers/tree.js';
+import { bakker } from '../helpers/cli.js';
 
 /* The age format on node:crypto, checked against Debian's age 1.1 both ways. */
 
@@ -86,4 +87,19 @@ test('age: an altered, truncated, extended or foreign file is refused', async ()
   const stranger = parseIdentities(generateIdentity().identity, 'x');
   await assert.rejects(collect(decrypt(pieces(good), stranger)), /none of the identities is a recipient of it/);
   assert.ok((await collect(decrypt(pieces(good), ids))).equals(plain));
+});
+
+test('bakker key generate: an identity file age reads, its recipient printed, never overwritten', () => {
+  const f = path.join(work, 'bakker-id.txt');
+  const r = bakker(['key', 'generate', '--out', f]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(fs.statSync(f).mode & 0o777, 0o600);
+  assert.equal(r.stdout.trim(), sh('age-keygen', ['-y', f]).trim());
+  const plain = path.join(work, 'p.txt');
+  fs.writeFileSync(plain, 'for the identity');
+  sh('age', ['-r', r.stdout.trim(), '-o', `${plain}.age`, plain]);
+  assert.equal(sh('age', ['-d', '-i', f, `${plain}.age`]), 'for the identity');
+  const again = bakker(['key', 'generate', '--out', f]);
+  assert.equal(again.code, 2);
+  assert.match(again.stderr, /exists: an identity is never overwritten/);
 });
