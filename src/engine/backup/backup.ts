@@ -14,7 +14,8 @@ import { stateDir } from '../../util/state-dir.js';
 import { decodeLine, encodeEntry } from '../../manifest/codec.js';
 import type { Store } from '../../store/store.js';
 import { display, join } from '../../util/bpath.js';
-import { loadHash, type HashAlgo } from '../../util/hash.js';
+import { algoOfSum, createHasher, loadHash, type HashAlgo } from '../../util/hash.js';
+import fs from 'node:fs';
 import { newProgress, noEmit, type Emit, type Progress } from '../events.js';
 import { acquireLock, diffPath, implPath, initStore, listStore, mkdirIfMissing, RUN_DIR, setLatest, treePath } from '../layout.js';
 import { compareSnapshotNames, nextSnapshotName } from '../naming.js';
@@ -69,6 +70,17 @@ type Counts = WalkCounts;
 type Out = (WalkItem & { kind: 'entry' }) | Lines | { kind: 'dirEnd'; rel: Buffer; block: Buffer };
 /** Unchanged entries' previous lines; null for one left out (remote fast path, see relinkFailed). */
 type Lines = { kind: 'lines'; lines: (Buffer | null)[]; block: Buffer; recs: number[]; dropped?: boolean };
+
+/** A file's sum as the impl stores it ("<algo>:<hex>"), or undefined when it cannot be read now. */
+async function hashFile(abs: Buffer, algo: HashAlgo): Promise<string | undefined> {
+  try {
+    const h = createHasher(algo);
+    for await (const chunk of fs.createReadStream(abs)) h.update(chunk as Buffer);
+    return h.digest();
+  } catch {
+    return undefined;
+  }
+}
 
 function withSkips(a: Set<string> | undefined, more: string[] | undefined): Set<string> | undefined {
   if (!more?.length) return a;
@@ -334,7 +346,11 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       if (prev instanceof Promise) prev = await prev;
       if (prev && item.prevOrdinal !== undefined && !prev.path.equals(e.path)) throw indexMismatch(e.path);
       const reuse = reuseInfo(prev, e);
-      if (reuse && !item.linkTo && sameLine(prev!, e)) e.raw = prev!.line;
+      // Checksums just turned on (or another algorithm): an unchanged file gets its sum now,
+      // from the source, once (the run that changed the option reads every such file).
+      const backfill = reuse !== null && opts.checksum !== undefined && e.type === 'file' && !item.linkTo && (reuse.sum === undefined || algoOfSum(reuse.sum) !== opts.checksum);
+      if (backfill) reuse!.sum = await hashFile(item.abs, opts.checksum!);
+      if (reuse && !item.linkTo && !backfill && sameLine(prev!, e)) e.raw = prev!.line;
       else if (item.xattrsPending) settleXattrs(item, prev, emit, counts);
       const reusable = reuse !== null;
       count(counts, e, prev !== undefined, reusable);
