@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHmac, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, randomBytes, scryptSync, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { BakkerError } from '../errors.js';
 
 /**
@@ -14,6 +14,15 @@ const INTRO = 'age-encryption.org/v1\n';
 const CHUNK = 64 * 1024;
 const TAG = 16;
 const X25519_INFO = Buffer.from('age-encryption.org/v1/X25519');
+const SCRYPT_LABEL = Buffer.from('age-encryption.org/v1/scrypt');
+/** scrypt work factor for new passphrase files (age's default), and the most accepted when reading. */
+const SCRYPT_LOG_N = 18;
+const SCRYPT_MAX_LOG_N = 22;
+
+function scryptKey(passphrase: string, salt: Buffer, logN: number): Buffer {
+  const N = 2 ** logN;
+  return scryptSync(Buffer.from(passphrase, 'utf8'), Buffer.concat([SCRYPT_LABEL, salt]), 32, { N, r: 8, p: 1, maxmem: 129 * 8 * N + (1 << 20) }); // scrypt needs 128·N·r bytes
+}
 
 // ---- bech32 (BIP 173), for age1... recipients and AGE-SECRET-KEY-1... identities ----
 const CHARSET = 'qpzry9x8gf2tvdw0s3jn54khce6mua7l';
@@ -150,9 +159,13 @@ function wrap64(s: string): string {
   return lines.join('\n');
 }
 
-/** The age header for `recipients`, with the file key it wraps. */
-function header(recipients: Buffer[], fileKey: Buffer): Buffer {
+/** The age header for `recipients` (or a passphrase: a scrypt stanza, alone), with the file key it wraps. */
+function header(recipients: Buffer[], fileKey: Buffer, passphrase?: string): Buffer {
   let h = INTRO;
+  if (passphrase !== undefined) {
+    const salt = randomBytes(16);
+    h += `-> scrypt ${b64(salt)} ${SCRYPT_LOG_N}\n${wrap64(b64(aead(scryptKey(passphrase, salt, SCRYPT_LOG_N), ZERO12, fileKey)))}\n`;
+  }
   for (const r of recipients) {
     const { privateKey, publicKey } = generateKeyPairSync('x25519');
     const share = Buffer.from((publicKey.export({ format: 'jwk' }) as { x: string }).x, 'base64url');
@@ -177,10 +190,11 @@ function chunkNonce(n: number, last: boolean): Buffer {
  * Encrypts a stream for `recipients` (32-byte X25519 keys), yielding the age file's bytes. The
  * plaintext is cut into 64 KiB chunks as it comes; memory stays at a chunk or two.
  */
-export async function* encrypt(source: AsyncIterable<Buffer>, recipients: Buffer[]): AsyncGenerator<Buffer> {
-  if (recipients.length === 0) throw new BakkerError('CONFIG', 'no recipients to encrypt for');
+export async function* encrypt(source: AsyncIterable<Buffer>, recipients: Buffer[], opts: { passphrase?: string } = {}): AsyncGenerator<Buffer> {
+  if (recipients.length === 0 && opts.passphrase === undefined) throw new BakkerError('CONFIG', 'no recipients to encrypt for');
+  if (recipients.length > 0 && opts.passphrase !== undefined) throw new BakkerError('CONFIG', 'internal: a passphrase file has no other recipients (age requires the scrypt stanza alone)');
   const fileKey = randomBytes(16);
-  yield header(recipients, fileKey);
+  yield header(recipients, fileKey, opts.passphrase);
   const nonce = randomBytes(16);
   const key = hkdf(fileKey, nonce, 'payload');
   yield nonce;
@@ -198,7 +212,7 @@ export async function* encrypt(source: AsyncIterable<Buffer>, recipients: Buffer
 }
 
 /** Reads the header off `data` (the start of an age file): the file key for one of `identities`, and where the payload starts. */
-function openHeader(data: Buffer, identities: Identity[]): { fileKey: Buffer; payloadAt: number } {
+function openHeader(data: Buffer, identities: Identity[], passphrase?: string): { fileKey: Buffer; payloadAt: number } {
   const fail = (why: string): never => {
     throw new BakkerError('IMPL', `not an age file we can open: ${why}`);
   };
@@ -213,7 +227,20 @@ function openHeader(data: Buffer, identities: Identity[]): { fileKey: Buffer; pa
   let fileKey: Buffer | null = null;
   for (const st of stanzas) {
     const [args, ...body] = st.split('\n');
-    const [type, shareB64] = args!.split(' ');
+    const [type, shareB64, logNText] = args!.split(' ');
+    if (type === 'scrypt') {
+      if (stanzas.length !== 1) fail('a scrypt stanza must be the only one');
+      if (passphrase === undefined) fail('it is passphrase-protected: give the passphrase');
+      const logN = Number(logNText);
+      if (!/^\d+$/.test(logNText ?? '') || logN < 1 || logN > SCRYPT_MAX_LOG_N) fail(`its scrypt work factor ${logNText} is out of range`);
+      const salt = Buffer.from(shareB64 ?? '', 'base64');
+      const wrapped = Buffer.from(body.join(''), 'base64');
+      if (salt.length !== 16 || wrapped.length !== 32) fail('a malformed scrypt stanza');
+      const k = aeadOpen(scryptKey(passphrase!, salt, logN), ZERO12, wrapped);
+      if (!k) fail('wrong passphrase');
+      fileKey = k;
+      break;
+    }
     if (type !== 'X25519' || !shareB64) continue;
     const share = Buffer.from(shareB64, 'base64');
     const wrapped = Buffer.from(body.join(''), 'base64');
@@ -242,7 +269,7 @@ function openHeader(data: Buffer, identities: Identity[]): { fileKey: Buffer; pa
  * Decrypts an age file (X25519 recipients) with one of `identities`. Any change to the file
  * (header, a chunk, its order or its length) fails with an IMPL error.
  */
-export async function* decrypt(source: AsyncIterable<Buffer>, identities: Identity[]): AsyncGenerator<Buffer> {
+export async function* decrypt(source: AsyncIterable<Buffer>, identities: Identity[], opts: { passphrase?: string } = {}): AsyncGenerator<Buffer> {
   let buf: Buffer = Buffer.alloc(0);
   let key: Buffer | null = null;
   let n = 0;
@@ -253,7 +280,7 @@ export async function* decrypt(source: AsyncIterable<Buffer>, identities: Identi
     buf = buf.length ? Buffer.concat([buf, piece]) : piece;
     if (!key) {
       if (buf.indexOf('\n---') < 0 || buf.indexOf('\n', buf.indexOf('\n---') + 4) < 0 || buf.length < buf.indexOf('\n', buf.indexOf('\n---') + 4) + 1 + 16) continue;
-      const { fileKey, payloadAt } = openHeader(buf, identities);
+      const { fileKey, payloadAt } = openHeader(buf, identities, opts.passphrase);
       key = hkdf(fileKey, buf.subarray(payloadAt, payloadAt + 16), 'payload');
       buf = buf.subarray(payloadAt + 16);
     }

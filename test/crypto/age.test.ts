@@ -1,6 +1,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { bech32Decode, bech32Encode, decrypt, encrypt, generateIdentity, parseIdentities, parseRecipient } from '../../src/crypto/age.js';
@@ -102,4 +103,22 @@ test('bakker key generate: an identity file age reads, its recipient printed, ne
   const again = bakker(['key', 'generate', '--out', f]);
   assert.equal(again.code, 2);
   assert.match(again.stderr, /exists: an identity is never overwritten/);
+});
+
+test('age: passphrase files (scrypt) both ways with the age CLI (through a pty: age asks on the terminal)', async () => {
+  const plain = randomBytes(150_000);
+  const ours = path.join(work, 'pw-ours.age');
+  fs.writeFileSync(ours, await collect(encrypt(pieces(plain), [], { passphrase: 'correct horse' })));
+  const out = path.join(work, 'pw-ours.out');
+  spawnSync('script', ['-qec', `age -d -o ${out} ${ours}`, '/dev/null'], { input: 'correct horse\n', timeout: 30_000 });
+  assert.ok(fs.existsSync(out) && fs.readFileSync(out).equals(plain), 'age decrypts a passphrase file bakker made');
+
+  const src = path.join(work, 'pw-plain');
+  fs.writeFileSync(src, plain);
+  const theirs = path.join(work, 'pw-theirs.age');
+  spawnSync('script', ['-qec', `age -p -o ${theirs} ${src}`, '/dev/null'], { input: 'battery staple\nbattery staple\n', timeout: 30_000 });
+  assert.ok(fs.existsSync(theirs), 'age -p made its file');
+  assert.ok((await collect(decrypt(pieces(fs.readFileSync(theirs)), [], { passphrase: 'battery staple' }))).equals(plain));
+  await assert.rejects(collect(decrypt(pieces(fs.readFileSync(theirs)), [], { passphrase: 'wrong' })), /wrong passphrase/);
+  await assert.rejects(collect(decrypt(pieces(fs.readFileSync(theirs)), parseIdentities(generateIdentity().identity, 'x'))), /passphrase-protected: give the passphrase/);
 });
