@@ -298,3 +298,33 @@ export async function* decrypt(source: AsyncIterable<Buffer>, identities: Identi
   if (last!.length === 0 && n > 0) fail('an empty last chunk after full ones');
   yield last!;
 }
+
+/**
+ * The identities in an identity file: plain (AGE-SECRET-KEY-1... lines, as age-keygen writes), or
+ * passphrase-protected (an age file with a scrypt stanza, as `age -p` or `bakker key generate
+ * --passphrase-env` writes; the passphrase is needed then).
+ */
+export async function loadIdentities(file: string, passphrase?: string): Promise<Identity[]> {
+  const fs = await import('node:fs');
+  let data: Buffer;
+  try {
+    data = fs.readFileSync(file);
+  } catch (err) {
+    throw new BakkerError('USAGE', `cannot read the identity file ${file} (${(err as NodeJS.ErrnoException).code}): check the path`);
+  }
+  if (data.toString('latin1', 0, 34) === '-----BEGIN AGE ENCRYPTED FILE-----') {
+    throw new BakkerError('USAGE', `${file} is an armored (PEM) age file: write it without -a, or unwrap it with age -d`);
+  }
+  if (!data.subarray(0, INTRO.length).equals(Buffer.from(INTRO))) return parseIdentities(data.toString('utf8'), file);
+  if (passphrase === undefined) throw new BakkerError('USAGE', `${file} is passphrase-protected: give its passphrase (BAKKER_PASSPHRASE)`);
+  const parts: Buffer[] = [];
+  async function* once() {
+    yield data;
+  }
+  try {
+    for await (const p of decrypt(once(), [], { passphrase })) parts.push(p);
+  } catch (err) {
+    throw new BakkerError('USAGE', `cannot open the identity file ${file}: ${(err as Error).message}`);
+  }
+  return parseIdentities(Buffer.concat(parts).toString('utf8'), file);
+}

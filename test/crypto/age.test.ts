@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { bech32Decode, bech32Encode, decrypt, encrypt, generateIdentity, parseIdentities, parseRecipient } from '../../src/crypto/age.js';
+import { bech32Decode, bech32Encode, decrypt, encrypt, generateIdentity, loadIdentities, parseIdentities, parseRecipient } from '../../src/crypto/age.js';
 import { requireTool, rmrf, sh, tempDir } from '../helpers/tree.js';
 import { bakker } from '../helpers/cli.js';
 
@@ -121,4 +121,27 @@ test('age: passphrase files (scrypt) both ways with the age CLI (through a pty: 
   assert.ok((await collect(decrypt(pieces(fs.readFileSync(theirs)), [], { passphrase: 'battery staple' }))).equals(plain));
   await assert.rejects(collect(decrypt(pieces(fs.readFileSync(theirs)), [], { passphrase: 'wrong' })), /wrong passphrase/);
   await assert.rejects(collect(decrypt(pieces(fs.readFileSync(theirs)), parseIdentities(generateIdentity().identity, 'x'))), /passphrase-protected: give the passphrase/);
+});
+
+test('bakker key generate --passphrase-env: a passphrase-protected identity age opens, and bakker loads with the passphrase', async () => {
+  const f = path.join(work, 'protected-id.age');
+  const r = bakker(['key', 'generate', '--out', f, '--passphrase-env', 'KEYPASS'], { env: { KEYPASS: 'open sesame' } });
+  assert.equal(r.code, 0, r.stderr);
+  const recipient = r.stdout.trim();
+  assert.equal(fs.readFileSync(f).toString('latin1', 0, 22), 'age-encryption.org/v1\n');
+  // age opens it with the passphrase, and what is inside is the identity of that recipient
+  const inside = path.join(work, 'protected-id.txt');
+  spawnSync('script', ['-qec', `age -d -o ${inside} ${f}`, '/dev/null'], { input: 'open sesame\n', timeout: 30_000 });
+  assert.equal(sh('age-keygen', ['-y', inside]).trim(), recipient);
+  // bakker loads it with the passphrase and decrypts what age encrypted to the recipient
+  const plain = path.join(work, 'for-protected.txt');
+  fs.writeFileSync(plain, 'only with the passphrase');
+  sh('age', ['-r', recipient, '-o', `${plain}.age`, plain]);
+  const ids = await loadIdentities(f, 'open sesame');
+  assert.equal((await collect(decrypt(pieces(fs.readFileSync(`${plain}.age`)), ids))).toString(), 'only with the passphrase');
+  await assert.rejects(loadIdentities(f), /is passphrase-protected: give its passphrase \(BAKKER_PASSPHRASE\)/);
+  await assert.rejects(loadIdentities(f, 'nope'), /cannot open the identity file .*: .*wrong passphrase/);
+  const missing = bakker(['key', 'generate', '--out', path.join(work, 'x.age'), '--passphrase-env', 'NOT_SET_HERE']);
+  assert.equal(missing.code, 2);
+  assert.match(missing.stderr, /--passphrase-env NOT_SET_HERE: that variable is not set or empty/);
 });
