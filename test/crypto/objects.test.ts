@@ -38,3 +38,55 @@ test('object tags: any change, truncation or swap of the stored bytes changes th
   assert.notEqual(tag(b), tag(a));
   assert.notEqual(objectTag(storeKeys()).digest(), objectTag(k).digest(), 'keyed per store');
 });
+
+test('objects on a store: what putObject stores, age decrypts; getObject refuses a modified, truncated or swapped object, naming it', async () => {
+  const { LocalStore } = await import('../../src/store/local/local-store.js');
+  const { generateIdentity, parseIdentities, parseRecipient } = await import('../../src/crypto/age.js');
+  const { putObject, getObject } = await import('../../src/crypto/objects.js');
+  const fs = await import('node:fs');
+  const path = await import('node:path');
+  const { rmrf, sh, tempDir } = await import('../helpers/tree.js');
+  const work = tempDir();
+  try {
+    const store = new LocalStore(path.join(work, 'store'));
+    fs.mkdirSync(path.join(work, 'store', 'ab'), { recursive: true });
+    const k = storeKeys();
+    const { identity, recipient } = generateIdentity();
+    const ids = parseIdentities(identity, 'id');
+    fs.writeFileSync(path.join(work, 'id'), identity + '\n');
+    const files = ['one', 'two'].map((n) => {
+      const f = path.join(work, n);
+      fs.writeFileSync(f, randomBytes(150_000));
+      return f;
+    });
+    const names = files.map((f) => Buffer.from(`ab/${path.basename(f)}`));
+    const tags = [] as string[];
+    for (const [i, f] of files.entries()) tags.push(await putObject(store, names[i]!, f, [parseRecipient(recipient)], k));
+    const stored = (i: number) => path.join(work, 'store', names[i]!.toString());
+    assert.ok(Buffer.from(sh('age', ['-d', '-i', path.join(work, 'id'), stored(0)]), 'latin1').length > 0);
+    const plain = sh('bash', ['-c', `age -d -i ${path.join(work, 'id')} ${stored(0)} | cmp - ${files[0]} && echo same`]).trim();
+    assert.equal(plain, 'same', 'the age CLI opens a stored object');
+    const read = async (i: number, tag = tags[i]!) => {
+      const parts: Buffer[] = [];
+      for await (const c of getObject(store, names[i]!, ids, k, tag)) parts.push(c);
+      return Buffer.concat(parts);
+    };
+    assert.ok((await read(0)).equals(fs.readFileSync(files[0]!)));
+    // swapped: object two's bytes under object one's name
+    const one = fs.readFileSync(stored(0));
+    fs.copyFileSync(stored(1), stored(0));
+    await assert.rejects(read(0), /stored object ab\/one is not the one the impl names \(its tag differs\)/);
+    // truncated
+    fs.writeFileSync(stored(0), one.subarray(0, one.length - 10));
+    await assert.rejects(read(0), /stored object ab\/one is (damaged|not the one)/);
+    // one bit flipped
+    const flipped = Buffer.from(one);
+    flipped[flipped.length - 5_000] = flipped[flipped.length - 5_000]! ^ 1;
+    fs.writeFileSync(stored(0), flipped);
+    await assert.rejects(read(0), /stored object ab\/one is (damaged|not the one)/);
+    fs.writeFileSync(stored(0), one);
+    assert.ok((await read(0)).equals(fs.readFileSync(files[0]!)), 'put back, it reads again');
+  } finally {
+    rmrf(work);
+  }
+});
