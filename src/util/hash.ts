@@ -27,6 +27,13 @@ export function createHasher(algo: HashAlgo): Hasher {
   return { update: (b) => void h.update(b), digest: () => `${algo}:${h.digest('hex')}` };
 }
 
+/** The sum of everything `stream` yields, in the form the impl stores. */
+export async function hashStream(stream: AsyncIterable<unknown>, algo: HashAlgo): Promise<string> {
+  const h = createHasher(algo);
+  for await (const chunk of stream) h.update(chunk as Buffer);
+  return h.digest();
+}
+
 export function algoOfSum(sum: string): HashAlgo | undefined {
   const a = sum.slice(0, sum.indexOf(':'));
   return (HASH_ALGOS as readonly string[]).includes(a) ? (a as HashAlgo) : undefined;

@@ -14,7 +14,7 @@ import { stateDir } from '../../util/state-dir.js';
 import { decodeLine, encodeEntry } from '../../manifest/codec.js';
 import type { Store } from '../../store/store.js';
 import { display, join } from '../../util/bpath.js';
-import { algoOfSum, createHasher, loadHash, type HashAlgo } from '../../util/hash.js';
+import { algoOfSum, hashStream, loadHash, type HashAlgo } from '../../util/hash.js';
 import fs from 'node:fs';
 import { newProgress, noEmit, type Emit, type Progress } from '../events.js';
 import { acquireLock, diffPath, implPath, initStore, listStore, mkdirIfMissing, RUN_DIR, setLatest, treePath } from '../layout.js';
@@ -74,9 +74,7 @@ type Lines = { kind: 'lines'; lines: (Buffer | null)[]; block: Buffer; recs: num
 /** A file's sum as the impl stores it ("<algo>:<hex>"), or undefined when it cannot be read now. */
 async function hashFile(abs: Buffer, algo: HashAlgo): Promise<string | undefined> {
   try {
-    const h = createHasher(algo);
-    for await (const chunk of fs.createReadStream(abs)) h.update(chunk as Buffer);
-    return h.digest();
+    return await hashStream(fs.createReadStream(abs), algo);
   } catch {
     return undefined;
   }

@@ -3,7 +3,7 @@ import type { Entry } from '../../manifest/entry.js';
 import { ImplReader } from '../../manifest/impl-io.js';
 import type { Store } from '../../store/store.js';
 import { display, join, safeComponents } from '../../util/bpath.js';
-import { algoOfSum, createHasher, loadHash } from '../../util/hash.js';
+import { algoOfSum, hashStream, loadHash } from '../../util/hash.js';
 import { TaskPool } from '../../util/task-pool.js';
 import { noEmit, type Emit, type Progress } from '../events.js';
 import { implPath, treePath } from '../layout.js';
@@ -112,9 +112,7 @@ async function checkData(store: Store, p: Buffer, e: Entry, problem: (p: Buffer,
   } catch {
     return false; // already reported by checkEntry
   }
-  const h = createHasher(algo);
-  for await (const chunk of opened.stream) h.update(chunk as Buffer);
-  if (h.digest() !== e.sum) {
+  if ((await hashStream(opened.stream, algo)) !== e.sum) {
     problem(e.path, 'content does not match its checksum');
     return false;
   }

@@ -302,12 +302,32 @@ export class ResilientSftp implements Sftp {
   }
 
   /** Sent again after a drop: a link found made (by the run before the drop) counts as done. */
-  async hardlinkMany(fromDir: Buffer, toDir: Buffer, rels: Buffer[]): Promise<(SftpError | null)[]> {
+  hardlinkMany(fromDir: Buffer, toDir: Buffer, rels: Buffer[]): Promise<(SftpError | null)[]> {
+    return this.callMany(
+      (s) => s.hardlinkMany(fromDir, toDir, rels),
+      async (k, err) => (await this.madeBefore(Buffer.concat([toDir, Buffer.from('/'), rels[k]!]), err)) !== FAIL,
+    );
+  }
+
+  /** Sent again after a drop: a file found gone (removed before the drop) counts as done. */
+  removeMany(dir: Buffer, names: Buffer[]): Promise<(SftpError | null)[]> {
+    return this.callMany(
+      (s) => s.removeMany(dir, names),
+      (_k, err) => code(err) === 'ENOENT',
+    );
+  }
+
+  /**
+   * A run of requests answered into one array (call() for many): after a drop the whole run is
+   * sent again on a new session, and `doneBefore` tells which failures of that second sending
+   * were carried out before the drop (they count as done).
+   */
+  private async callMany(op: (s: SftpClient) => Promise<(SftpError | null)[]>, doneBefore: (k: number, err: SftpError) => boolean | Promise<boolean>): Promise<(SftpError | null)[]> {
     for (let again = false; ; again = true) {
       const generation = this.generation;
       let results: (SftpError | null)[];
       try {
-        results = await this.session.sftp.hardlinkMany(fromDir, toDir, rels);
+        results = await op(this.session.sftp);
       } catch (err) {
         if (!lost(err)) throw err;
         await this.reconnect(generation, err);
@@ -316,26 +336,9 @@ export class ResilientSftp implements Sftp {
       if (again) {
         for (let k = 0; k < results.length; k++) {
           const err = results[k];
-          if (err && (await this.madeBefore(Buffer.concat([toDir, Buffer.from('/'), rels[k]!]), err)) !== FAIL) results[k] = null;
+          if (err && (await doneBefore(k, err))) results[k] = null;
         }
       }
-      return results;
-    }
-  }
-
-  /** Sent again after a drop: a file found gone (removed before the drop) counts as done. */
-  async removeMany(dir: Buffer, names: Buffer[]): Promise<(SftpError | null)[]> {
-    for (let again = false; ; again = true) {
-      const generation = this.generation;
-      let results: (SftpError | null)[];
-      try {
-        results = await this.session.sftp.removeMany(dir, names);
-      } catch (err) {
-        if (!lost(err)) throw err;
-        await this.reconnect(generation, err);
-        continue;
-      }
-      if (again) for (let k = 0; k < results.length; k++) if (results[k] && code(results[k]) === 'ENOENT') results[k] = null;
       return results;
     }
   }

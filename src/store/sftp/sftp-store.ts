@@ -116,16 +116,16 @@ export class SftpStore implements Store {
       for (let off = 0; off < size; off += CHUNK) parts.push(this.sftp.read(h, off, Math.min(CHUNK, size - off)));
       parts.push(this.sftp.read(h, size, CHUNK));
       const got = (await Promise.all(parts)).map((b) => b ?? Buffer.alloc(0));
-      let out = Buffer.concat(got);
-      if (got[got.length - 1]!.length > 0 || got.slice(0, -1).some((b, i) => b.length !== Math.min(CHUNK, size - i * CHUNK))) {
+      const past = got.pop()!;
+      // What came back whole, from the start (a short read ends it)
+      let at = 0;
+      for (const b of got) {
+        if (b.length !== Math.min(CHUNK, size - at)) break;
+        at += b.length;
+      }
+      let out = Buffer.concat(got).subarray(0, at);
+      if (at !== size || past.length > 0) {
         // grown meanwhile, or a short read: read on from what is contiguous
-        out = Buffer.concat(got.slice(0, -1));
-        let at = 0;
-        for (const b of got.slice(0, -1)) {
-          if (b.length !== Math.min(CHUNK, size - at)) break;
-          at += b.length;
-        }
-        out = out.subarray(0, at);
         for (;;) {
           const more = await this.sftp.read(h, out.length, CHUNK);
           if (!more || more.length === 0) break;
