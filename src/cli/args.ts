@@ -1,6 +1,6 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { usageError } from '../errors.js';
-import type { SshOptions } from '../store/open.js';
+import type { EncryptionOptions, SshOptions } from '../store/open.js';
 
 export const COMMON = {
   json: { type: 'boolean' },
@@ -11,7 +11,15 @@ export const COMMON = {
   'known-hosts': { type: 'string' },
   'host-key': { type: 'string' },
   'reconnect-for': { type: 'string' },
+  // encrypted stores
+  key: { type: 'string' },
+  recipient: { type: 'string', multiple: true },
 } as const;
+
+/** The encryption settings given on the command line (--recipient, --key). */
+export function cryptOptions(v: { key?: string; recipient?: string[] }): EncryptionOptions {
+  return { ...(v.recipient?.length ? { recipients: v.recipient } : {}), ...(v.key ? { identity: v.key } : {}) };
+}
 
 /** The SSH settings given on the command line (used only by sftp:// stores). */
 export function sshOptions(v: { identity?: string; 'known-hosts'?: string; 'host-key'?: string; 'reconnect-for'?: string }): SshOptions {

@@ -5,13 +5,13 @@ import { newProgress } from '../engine/events.js';
 import { runBackup } from '../engine/backup/backup.js';
 import { BakkerError, errMessage, usageError } from '../errors.js';
 import { createMatcher, parseExcludeFile, PatternError } from '../scan/exclude.js';
-import { openStore, type SshOptions } from '../store/open.js';
+import { openStore, type EncryptionOptions, type SshOptions } from '../store/open.js';
 import type { Store } from '../store/store.js';
 import { loadStoreConfig, loadUrlConfig } from '../config/store-config.js';
 import { HASH_ALGOS, type HashAlgo } from '../util/hash.js';
 import { bytes, count, duration } from '../ui/format.js';
 import type { Output } from '../ui/output.js';
-import { parse, sshOptions } from './args.js';
+import { cryptOptions, parse, sshOptions } from './args.js';
 import { EXIT, exitCodeOf } from './exit-codes.js';
 import { listStore } from '../engine/layout.js';
 import type { SnapshotSummary } from '../engine/summary.js';
@@ -35,6 +35,10 @@ Options:
       --known-hosts FILE   sftp://: where the server's host key is (default
                            ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)
       --host-key SHA256:.. sftp://: accept this pinned host key fingerprint
+      --recipient age1... encrypt for this age recipient (repeatable; a new store
+                           becomes an encrypted one; see docs/ENCRYPTION.md)
+      --key FILE           the age identity of an encrypted store (only needed when
+                           this server has lost its copy of the store's key)
       --reconnect-for SECS sftp://: retry a dropped connection this long, then
                            resume where the run was (default 300; 0: fail at once)
   -c, --config FILE        read sources, excludes and targets from a YAML config
@@ -72,7 +76,7 @@ const OPTIONS = {
 
 interface Plan {
   sources: string[];
-  stores: Pick<TargetConfig, 'name' | 'store' | 'identity' | 'knownHosts' | 'hostKey' | 'reconnectFor' | 'from' | 'retention' | 'onFull'>[];
+  stores: Pick<TargetConfig, 'name' | 'store' | 'identity' | 'knownHosts' | 'hostKey' | 'reconnectFor' | 'from' | 'retention' | 'onFull' | 'encryption'>[];
   /** Every target of the config (a target fed from another needs that one's store). */
   all: TargetConfig[];
   exclude: string[];
@@ -82,6 +86,8 @@ interface Plan {
   dryRun: boolean;
   noSpaceCheck: boolean;
   ssh: SshOptions;
+  /** --recipient and --key. */
+  enc: EncryptionOptions;
   /** With config_url: whether the URL's config was applied (none, applied, cached, ignored) and why not. */
   urlConfig?: { state: string; note?: string };
   /** What planning has to say (shown once the run starts). */
@@ -121,7 +127,7 @@ export async function planBackup(argv: string[]): Promise<Plan> {
     else if (!(HASH_ALGOS as readonly string[]).includes(v.checksum)) throw usageError(`bakker backup: --checksum must be one of ${HASH_ALGOS.join(', ')}, none (got "${v.checksum}")`);
     else checksum = v.checksum as HashAlgo;
   }
-  const plan: Plan = { sources, stores, all: config?.targets ?? [], exclude, oneFileSystem: v['one-file-system'] ?? config?.oneFileSystem ?? false, checksum, job: v.job ?? config?.job, dryRun: v['dry-run'] === true, noSpaceCheck: v['no-space-check'] === true, ssh: sshOptions(v), notes: [], hooks: config?.hooks ?? { before: [], after_snapshot: [], after: [], on_failure: [] }, ...(config?.view ? { view: config.view } : {}) };
+  const plan: Plan = { sources, stores, all: config?.targets ?? [], exclude, oneFileSystem: v['one-file-system'] ?? config?.oneFileSystem ?? false, checksum, job: v.job ?? config?.job, dryRun: v['dry-run'] === true, noSpaceCheck: v['no-space-check'] === true, ssh: sshOptions(v), enc: cryptOptions(v), notes: [], hooks: config?.hooks ?? { before: [], after_snapshot: [], after: [], on_failure: [] }, ...(config?.view ? { view: config.view } : {}) };
   if (config?.configUrl) {
     // A controlling service's config replaces what to back up (docs/CONFIG.md, "Config from a URL").
     const sc = await loadUrlConfig(config.configUrl, config.configUrlCa);
@@ -236,6 +242,13 @@ export async function run(argv: string[], out: Output, signal: AbortSignal): Pro
 
 const NO_HOOKS: HooksConfig = { before: [], after_snapshot: [], after: [], on_failure: [] };
 
+/** A target's encryption: the command line's --recipient and --key win over its config. */
+function encFor(target: Target, plan: Plan): EncryptionOptions {
+  const recipients = plan.enc.recipients ?? target.encryption?.recipients;
+  const identity = plan.enc.identity ?? target.encryption?.identity;
+  return { ...(recipients ? { recipients } : {}), ...(identity ? { identity } : {}) };
+}
+
 function sshFor(target: Target, plan: Plan, out: Output): SshOptions {
   return { ...plan.ssh, identity: plan.ssh.identity ?? target.identity, knownHosts: plan.ssh.knownHosts ?? target.knownHosts, fingerprint: plan.ssh.fingerprint ?? target.hostKey, reconnectFor: plan.ssh.reconnectFor ?? target.reconnectFor, log: (message: string) => out.emit({ event: 'info', message }) };
 }
@@ -269,7 +282,7 @@ function report(out: Output, s: SnapshotSummary, url: string): void {
  */
 async function copyTarget(target: Target, plan: Plan, out: Output, signal: AbortSignal): Promise<number> {
   const fromTarget = plan.all.find((t) => t.name === target.from)!;
-  const local = await openStore(fromTarget.store);
+  const local = await openStore(fromTarget.store, { encryption: fromTarget.encryption ?? {} });
   try {
     const { complete } = await listStore(local);
     const newest = complete[complete.length - 1];
@@ -279,7 +292,7 @@ async function copyTarget(target: Target, plan: Plan, out: Output, signal: Abort
       out.summary({ command: 'backup', target: target.name, store: target.store, dryRun: true, from: { target: fromTarget.name, snapshot: newest } });
       return EXIT.OK;
     }
-    const store = await openStore(target.store, { create: true, ssh: sshFor(target, plan, out) });
+    const store = await openStore(target.store, { create: true, ssh: sshFor(target, plan, out), encryption: encFor(target, plan) });
     const progress = newProgress();
     try {
       const sc = await loadStoreConfig(store);
@@ -308,7 +321,7 @@ async function copyTarget(target: Target, plan: Plan, out: Output, signal: Abort
 }
 
 async function backupTarget(target: Target, plan0: Plan, out: Output, signal: AbortSignal, view: ViewContext): Promise<{ code: number; snapshot: string | null }> {
-  const store = await openStore(target.store, { ...(plan0.dryRun ? { mayBeMissing: true } : { create: true }), ssh: sshFor(target, plan0, out) });
+  const store = await openStore(target.store, { ...(plan0.dryRun ? { mayBeMissing: true } : { create: true }), ssh: sshFor(target, plan0, out), encryption: encFor(target, plan0) });
   const progress = newProgress();
   try {
     const { plan, storeConfig, note } = await withStoreConfig(store, plan0, out);
@@ -360,7 +373,7 @@ async function backupTarget(target: Target, plan0: Plan, out: Output, signal: Ab
       if (view.downtimeMs === null) await pruneAfter(target, store, out);
       else await view.later(async () => {
         if (!target.retention || isEmpty(target.retention)) return;
-        const again = await openStore(target.store, { ssh: sshFor(target, plan0, out) });
+        const again = await openStore(target.store, { ssh: sshFor(target, plan0, out), encryption: encFor(target, plan0) });
         try {
           await pruneAfter(target, again, out);
         } finally {

@@ -4,7 +4,7 @@ import { usageError } from '../errors.js';
 import { openStore } from '../store/open.js';
 import { display } from '../util/bpath.js';
 import type { Output } from '../ui/output.js';
-import { parse, requireOpt, sshOptions } from './args.js';
+import { cryptOptions, parse, requireOpt, sshOptions } from './args.js';
 import { EXIT } from './exit-codes.js';
 
 export const help = `Usage: bakker diff --store DIR [FROM [TO]] [--json]
@@ -27,7 +27,7 @@ const MARK = { added: '+', removed: '-', content: 'M', meta: 'm' } as const;
 export async function run(argv: string[], out: Output): Promise<number> {
   const { values, positionals } = parse('diff', argv, { store: { type: 'string', short: 's' } }, true);
   if (positionals.length > 2) throw usageError(`bakker diff: expected at most two snapshots, got ${positionals.length}`);
-  const store = await openStore(requireOpt('diff', values.store, '--store', 'give the store folder or sftp:// address'), { ssh: sshOptions(values) });
+  const store = await openStore(requireOpt('diff', values.store, '--store', 'give the store folder or sftp:// address'), { ssh: sshOptions(values), encryption: cryptOptions(values) });
   try {
     await requireStore(store);
     let from: string;

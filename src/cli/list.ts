@@ -3,7 +3,7 @@ import { readSummary } from '../engine/summary.js';
 import { openStore } from '../store/open.js';
 import { bytes, count, duration } from '../ui/format.js';
 import type { Output } from '../ui/output.js';
-import { parse, requireOpt, sshOptions } from './args.js';
+import { cryptOptions, parse, requireOpt, sshOptions } from './args.js';
 import { EXIT } from './exit-codes.js';
 
 export const help = `Usage: bakker list --store DIR [--json]
@@ -20,7 +20,7 @@ DIR may also be sftp://user@host[:port]/path; then -i/--identity FILE, --known-h
 
 export async function run(argv: string[], out: Output): Promise<number> {
   const { values } = parse('list', argv, { store: { type: 'string', short: 's' } });
-  const store = await openStore(requireOpt('list', values.store, '--store', 'give the store folder or sftp:// address'), { ssh: sshOptions(values) });
+  const store = await openStore(requireOpt('list', values.store, '--store', 'give the store folder or sftp:// address'), { ssh: sshOptions(values), encryption: cryptOptions(values) });
   try {
     await requireStore(store);
     const { complete } = await listStore(store);

@@ -2,9 +2,9 @@ import { requireStore } from '../engine/layout.js';
 import { isEmpty, parseDuration, type Policy } from '../engine/retention/policy.js';
 import { prune, type PruneResult } from '../engine/retention/prune.js';
 import { usageError } from '../errors.js';
-import { openStore, type SshOptions } from '../store/open.js';
+import { openStore, type EncryptionOptions, type SshOptions } from '../store/open.js';
 import type { Output } from '../ui/output.js';
-import { parse, sshOptions } from './args.js';
+import { cryptOptions, parse, sshOptions } from './args.js';
 import { EXIT } from './exit-codes.js';
 
 export const help = `Usage: bakker prune --store STORE [policy options] [--dry-run] [--json]
@@ -90,8 +90,8 @@ function show(out: Output, r: PruneResult, url: string, target?: string): void {
   out.summary({ command: 'prune', ...(target ? { target } : {}), store: url, dryRun: r.dryRun, snapshots: r.decisions.length, kept: r.decisions.length - removed.length, removed, merged: r.merged, phasesMs: { merge: r.mergeMs, remove: r.removeMs }, decisions: r.decisions.map((d) => ({ name: d.name, keep: d.keep, reasons: d.reasons })) });
 }
 
-async function pruneStore(address: string, policy: Policy, ssh: SshOptions, dryRun: boolean, out: Output, target?: string): Promise<void> {
-  const store = await openStore(address, { ssh });
+async function pruneStore(address: string, policy: Policy, ssh: SshOptions, enc: EncryptionOptions, dryRun: boolean, out: Output, target?: string): Promise<void> {
+  const store = await openStore(address, { ssh, encryption: enc });
   try {
     await requireStore(store);
     const r = await prune(store, policy, { dryRun, emit: out.emit });
@@ -103,7 +103,7 @@ async function pruneStore(address: string, policy: Policy, ssh: SshOptions, dryR
 
 export async function run(argv: string[], out: Output): Promise<number> {
   const { values: v } = parse('prune', argv, OPTIONS as never);
-  const values = v as Record<string, unknown> & { store?: string; config?: string; target?: string; 'dry-run'?: boolean; identity?: string; 'known-hosts'?: string; 'host-key'?: string; 'reconnect-for'?: string };
+  const values = v as Record<string, unknown> & { store?: string; config?: string; target?: string; 'dry-run'?: boolean; identity?: string; 'known-hosts'?: string; 'host-key'?: string; 'reconnect-for'?: string; key?: string; recipient?: string[] };
   const dryRun = values['dry-run'] === true;
   const flags = policyFromFlags(values);
   if (values.config) {
@@ -118,13 +118,15 @@ export async function run(argv: string[], out: Output): Promise<number> {
         continue;
       }
       const ssh: SshOptions = { ...sshOptions(values), identity: (values.identity as string | undefined) ?? t.identity, knownHosts: (values['known-hosts'] as string | undefined) ?? t.knownHosts, fingerprint: (values['host-key'] as string | undefined) ?? t.hostKey };
-      await pruneStore(t.store, policy, ssh, dryRun, out, t.name);
+      const cli = cryptOptions(values);
+      const enc: EncryptionOptions = { ...t.encryption, ...cli };
+      await pruneStore(t.store, policy, ssh, enc, dryRun, out, t.name);
     }
     return EXIT.OK;
   }
   if (!values.store) throw usageError("bakker prune: --store is required (or -c CONFIG): see 'bakker prune --help'");
   if (values.target) throw usageError('bakker prune: --target needs -c CONFIG');
   if (isEmpty(flags)) out.emit({ event: 'warning', message: 'no policy given: nothing is removed (see bakker prune --help)' });
-  await pruneStore(values.store, flags, sshOptions(values), dryRun, out);
+  await pruneStore(values.store, flags, sshOptions(values), cryptOptions(values), dryRun, out);
   return EXIT.OK;
 }

@@ -5,7 +5,7 @@ import { runRestore } from '../engine/restore/restore.js';
 import { openStore } from '../store/open.js';
 import { bytes, count } from '../ui/format.js';
 import type { Output } from '../ui/output.js';
-import { parse, requireOpt, sshOptions } from './args.js';
+import { cryptOptions, parse, requireOpt, sshOptions } from './args.js';
 import { EXIT } from './exit-codes.js';
 
 export const help = `Usage: bakker restore --store DIR --to DIR [--snapshot NAME] [--include PATH...] [options]
@@ -40,7 +40,7 @@ export async function run(argv: string[], out: Output): Promise<number> {
     'numeric-ids': { type: 'boolean' },
   });
   const to = path.resolve(requireOpt('restore', values.to, '--to', 'give the folder to restore into'));
-  const store = await openStore(requireOpt('restore', values.store, '--store', 'give the store folder or sftp:// address'), { ssh: sshOptions(values) });
+  const store = await openStore(requireOpt('restore', values.store, '--store', 'give the store folder or sftp:// address'), { ssh: sshOptions(values), encryption: cryptOptions(values) });
   try {
     await requireStore(store);
     const snapshot = await resolveSnapshot(store, values.snapshot ?? 'latest');

@@ -4,7 +4,7 @@ import { verifySnapshot } from '../engine/verify/verify.js';
 import { openStore } from '../store/open.js';
 import { count } from '../ui/format.js';
 import type { Output } from '../ui/output.js';
-import { parse, requireOpt, sshOptions } from './args.js';
+import { cryptOptions, parse, requireOpt, sshOptions } from './args.js';
 import { EXIT } from './exit-codes.js';
 
 export const help = `Usage: bakker verify --store DIR [--snapshot NAME|latest|all] [--no-read-data] [--json]
@@ -28,7 +28,7 @@ export async function run(argv: string[], out: Output): Promise<number> {
     snapshot: { type: 'string' },
     'no-read-data': { type: 'boolean' },
   });
-  const store = await openStore(requireOpt('verify', values.store, '--store', 'give the store folder or sftp:// address'), { ssh: sshOptions(values) });
+  const store = await openStore(requireOpt('verify', values.store, '--store', 'give the store folder or sftp:// address'), { ssh: sshOptions(values), encryption: cryptOptions(values) });
   try {
     await requireStore(store);
     const which = values.snapshot ?? 'latest';

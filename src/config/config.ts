@@ -1,3 +1,4 @@
+import { parseRecipient } from '../crypto/age.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { LineCounter, parseDocument, isMap, isScalar, type Node, type Document } from 'yaml';
@@ -43,6 +44,8 @@ export interface TargetConfig {
   retention?: Policy;
   /** When the store is short of space for a run: prune first (by the policy, then oldest first down to min_keep), or fail. */
   onFull?: 'prune' | 'fail';
+  /** An encrypted target (docs/CONFIG.md, "Encryption"): the recipients it is written for; the identity that reads it. */
+  encryption?: { recipients: string[]; identity?: string };
 }
 
 type Where = (string | number)[];
@@ -110,7 +113,7 @@ function describe(v: unknown): string {
 }
 
 const TOP = ['job', 'sources', 'exclude', 'exclude_from', 'one_file_system', 'checksum', 'targets', 'config_url', 'config_url_ca', 'view', 'hooks'];
-const TARGET = ['store', 'identity', 'known_hosts', 'host_key', 'reconnect_for', 'from', 'retention', 'on_full'];
+const TARGET = ['store', 'identity', 'known_hosts', 'host_key', 'reconnect_for', 'from', 'retention', 'on_full', 'encryption'];
 
 /** Parses YAML text into its value and a Checker that reports problems with file and line. */
 export function parseYaml(text: string, file: string): { c: Checker; raw: unknown } {
@@ -196,6 +199,21 @@ export function parseConfig(text: string, file: string): Config {
       if (t.on_full !== 'prune' && t.on_full !== 'fail') c.fail(['targets', name, 'on_full'], `expected prune or fail, got ${JSON.stringify(t.on_full)}`);
       if (t.on_full === 'prune' && !t.retention) c.fail(['targets', name, 'on_full'], 'on_full: prune needs a retention: policy (with min_keep) on this target');
       target.onFull = t.on_full as 'prune' | 'fail';
+    }
+    if (t.encryption !== undefined) {
+      const w = ['targets', name, 'encryption'];
+      const e = c.keys(w, t.encryption, ['recipients', 'identity']);
+      if (e.recipients === undefined) c.fail(w, 'missing "recipients": the age1... public keys a backup encrypts for (bakker key generate prints one)');
+      const recipients = c.strList([...w, 'recipients'], e.recipients, 'age1... recipients');
+      if (recipients.length === 0) c.fail([...w, 'recipients'], 'expected at least one age1... recipient');
+      recipients.forEach((r, i) => {
+        try {
+          parseRecipient(r);
+        } catch {
+          c.fail([...w, 'recipients', i], `"${r}" is not an age X25519 recipient (age1..., as bakker key generate or age-keygen prints it)`);
+        }
+      });
+      target.encryption = { recipients, ...(e.identity !== undefined ? { identity: c.str([...w, 'identity'], e.identity, 'an age identity file') } : {}) };
     }
     targets.push(target);
   }

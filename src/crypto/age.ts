@@ -211,6 +211,19 @@ export async function* encrypt(source: AsyncIterable<Buffer>, recipients: Buffer
   yield aead(key, chunkNonce(n, true), pending);
 }
 
+/** A whole small plaintext encrypted at once (the same bytes encrypt() yields, joined). */
+export function encryptBuffer(data: Buffer, recipients: Buffer[]): Buffer {
+  if (recipients.length === 0) throw new BakkerError('CONFIG', 'no recipients to encrypt for');
+  const fileKey = randomBytes(16);
+  const parts: Buffer[] = [header(recipients, fileKey), randomBytes(16)];
+  const key = hkdf(fileKey, parts[1]!, 'payload');
+  let n = 0;
+  let at = 0;
+  for (; data.length - at > CHUNK; at += CHUNK) parts.push(aead(key, chunkNonce(n++, false), data.subarray(at, at + CHUNK)));
+  parts.push(aead(key, chunkNonce(n, true), data.subarray(at)));
+  return Buffer.concat(parts);
+}
+
 /** Reads the header off `data` (the start of an age file): the file key for one of `identities`, and where the payload starts. */
 function openHeader(data: Buffer, identities: Identity[], passphrase?: string): { fileKey: Buffer; payloadAt: number } {
   const fail = (why: string): never => {

@@ -1,8 +1,4 @@
 import { createHmac, hkdfSync, randomBytes } from 'node:crypto';
-import { Readable } from 'node:stream';
-import { BakkerError } from '../errors.js';
-import type { Store } from '../store/store.js';
-import { decrypt, encrypt, type Identity } from './age.js';
 
 /**
  * Names and integrity tags of the objects of an encrypted store (docs/DESIGN.md, "Encryption"):
@@ -34,43 +30,4 @@ export function objectName(keys: StoreKeys, path: Buffer): string {
 export function objectTag(keys: StoreKeys): { update(b: Buffer): void; digest(): string } {
   const h = createHmac('sha256', keys.tags);
   return { update: (b) => void h.update(b), digest: () => h.digest('hex') };
-}
-
-/**
- * Stores the file `src` as an age object at `dest` on `store` (written by temp + rename, so a
- * half-written object never has the name), encrypted for `recipients`; returns its tag.
- */
-export async function putObject(store: Store, dest: Buffer, src: string | Buffer, recipients: Buffer[], keys: StoreKeys): Promise<string> {
-  const tag = objectTag(keys);
-  const fsMod = await import('node:fs');
-  async function* tagged(): AsyncGenerator<Buffer> {
-    for await (const chunk of encrypt(fsMod.createReadStream(src) as AsyncIterable<Buffer>, recipients)) {
-      tag.update(chunk);
-      yield chunk;
-    }
-  }
-  await store.writeFile(dest, Readable.from(tagged()));
-  return tag.digest();
-}
-
-/**
- * The plaintext of the object at `p`, checked against `tag` as it is read (a mismatch, like any
- * damage age finds, rejects with the object named).
- */
-export async function* getObject(store: Store, p: Buffer, identities: Identity[], keys: StoreKeys, tag: string): AsyncGenerator<Buffer> {
-  const { stream } = await store.openRead(p);
-  const t = objectTag(keys);
-  async function* tagged(): AsyncGenerator<Buffer> {
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
-      t.update(chunk);
-      yield chunk;
-    }
-    if (t.digest() !== tag) throw new BakkerError('VERIFY', `stored object ${p.toString()} is not the one the impl names (its tag differs): it was modified, truncated or swapped`);
-  }
-  try {
-    yield* decrypt(tagged(), identities);
-  } catch (err) {
-    if (err instanceof BakkerError && err.code === 'VERIFY') throw err;
-    throw new BakkerError('VERIFY', `stored object ${p.toString()} is damaged: ${(err as Error).message}`, { cause: err });
-  }
 }

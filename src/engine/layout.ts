@@ -28,7 +28,13 @@ export const treePath = (name: string) => b(name);
 export const implPath = (name: string) => b(`${name}.impl`);
 export const diffPath = (name: string) => b(`${name}.diff`);
 
-export async function readFormat(store: Store): Promise<number | null> {
+export interface StoreFormat {
+  format: number;
+  /** "age" for an encrypted store (crypto/encrypted-store.ts). */
+  encryption?: string;
+}
+
+export async function readFormatInfo(store: Store): Promise<StoreFormat | null> {
   let raw: Buffer;
   try {
     raw = await store.readFile(FORMAT_FILE);
@@ -38,12 +44,28 @@ export async function readFormat(store: Store): Promise<number | null> {
   }
   let v: unknown;
   try {
-    v = (JSON.parse(raw.toString('utf8')) as { format?: unknown }).format;
+    v = JSON.parse(raw.toString('utf8'));
   } catch {
     v = undefined;
   }
-  if (typeof v !== 'number') throw new BakkerError('STORE', `${store.url}/.bakker/format is corrupt: restore it from a copy, or write {"format": ${FORMAT_VERSION}}`);
-  return v;
+  const o = v as { format?: unknown; encryption?: unknown } | undefined;
+  if (!o || typeof o.format !== 'number' || (o.encryption !== undefined && typeof o.encryption !== 'string')) {
+    throw new BakkerError('STORE', `${store.url}/.bakker/format is corrupt: restore it from a copy, or write {"format": ${FORMAT_VERSION}}`);
+  }
+  return { format: o.format, ...(o.encryption !== undefined ? { encryption: o.encryption as string } : {}) };
+}
+
+export async function readFormat(store: Store): Promise<number | null> {
+  const f = await readFormatInfo(store);
+  if (f) checkEncryption(store, f);
+  return f?.format ?? null;
+}
+
+/** An encrypted store is only opened through its wrapper, and an encrypted target never writes into a plain store. */
+function checkEncryption(store: Store, f: StoreFormat): void {
+  if (f.encryption !== undefined && f.encryption !== 'age') throw new BakkerError('STORE', `store ${store.url} is encrypted with "${f.encryption}", which this bakker does not know: upgrade bakker`);
+  if (f.encryption && !store.crypt) throw new BakkerError('STORE', `store ${store.url} is encrypted: open it with its encryption settings (--key FILE to read, recipients to write)`);
+  if (!f.encryption && store.crypt) throw new BakkerError('STORE', `store ${store.url} holds unencrypted snapshots: an encrypted target needs a store folder of its own`);
 }
 
 function checkVersion(store: Store, v: number): void {
@@ -68,7 +90,7 @@ export async function initStore(store: Store): Promise<void> {
     throw new BakkerError('STORE', `${store.url} is not empty and is not a bakker store: give an empty or new folder as the store`);
   }
   for (const d of [b(META), RUN_DIR, SUMMARY_DIR]) await mkdirIfMissing(store, d);
-  await store.writeFile(FORMAT_FILE, Buffer.from(JSON.stringify({ format: FORMAT_VERSION, created: new Date().toISOString() }) + '\n'));
+  await store.writeFile(FORMAT_FILE, Buffer.from(JSON.stringify({ format: FORMAT_VERSION, created: new Date().toISOString(), ...(store.crypt ? { encryption: 'age' } : {}) }) + '\n'));
 }
 
 export async function mkdirIfMissing(store: Store, p: Buffer, mode = 0o700): Promise<void> {

@@ -68,6 +68,8 @@ export function encodeEntry(e: Entry): string {
   if (e.since !== undefined) s += `,"since":${q(e.since)}`;
   if (e.sparse) s += ',"sparse":true';
   if (e.changing) s += ',"changing":true';
+  if (e.tag !== undefined) s += `,"tag":"${e.tag}"`;
+  if (e.z !== undefined) s += `,"z":"${e.z}"`;
   return s + '}';
 }
 
@@ -130,6 +132,14 @@ export function decodeEntry(o: Record<string, unknown>, line: number): Entry {
   if (since !== undefined) e.since = since;
   if (o.sparse === true) e.sparse = true;
   if (o.changing === true) e.changing = true;
+  if (o.tag !== undefined) {
+    if (typeof o.tag !== 'string' || !/^[0-9a-f]{64}$/.test(o.tag)) throw implError(line, '"tag" must be 64 hex digits');
+    e.tag = o.tag;
+  }
+  if (o.z !== undefined) {
+    if (o.z !== 'zstd') throw implError(line, `unknown compression ${JSON.stringify(o.z)}`);
+    e.z = 'zstd';
+  }
   if (e.type === 'symlink' && e.target === undefined) throw implError(line, `symlink ${display(e.path)} has no target`);
   return e;
 }

@@ -38,6 +38,10 @@ export interface Entry {
   sparse?: boolean;
   /** The file kept changing while being copied; the stored copy may be inconsistent. */
   changing?: boolean;
+  /** Encrypted stores: the keyed hash (hex) of the stored object's bytes (crypto/objects.ts objectTag). */
+  tag?: string;
+  /** Stored compressed ("zstd") before any encryption. */
+  z?: 'zstd';
   /**
    * Not part of the format: the previous impl's line for an entry proven identical to it
    * (prev-record.ts sameLine); the impl writer writes it instead of encoding the entry.

@@ -109,6 +109,7 @@ export class ImplReader {
       try {
         res = await this.iter.next();
       } catch (err) {
+        if (err instanceof BakkerError) throw err; // said already (an encrypted impl: a wrong identity, an altered file)
         throw new BakkerError('IMPL', `impl ${this.name} cannot be read (${(err as Error).message}): the file is corrupt or truncated`, { cause: err });
       }
       if (res.done) this.done = true;

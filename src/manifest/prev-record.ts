@@ -34,7 +34,15 @@ const optionalString = (v: unknown) => v === undefined || typeof v === 'string';
  * gets a new copy, so the inode older snapshots share never changes; ACLs and xattrs live only in
  * the impl, so they need no new copy. A record with malformed fields is never reused.
  */
-export function reuseInfo(rec: PrevRecord | undefined, e: Entry): { since: string | undefined; sum: string | undefined } | null {
+export interface ReuseInfo {
+  since: string | undefined;
+  sum: string | undefined;
+  /** Encrypted stores: the stored object's tag, and its compression. */
+  tag?: string;
+  z?: 'zstd';
+}
+
+export function reuseInfo(rec: PrevRecord | undefined, e: Entry): ReuseInfo | null {
   if (!rec) return null;
   const o = rec.o;
   if (o.type !== e.type || (e.type !== 'file' && e.type !== 'symlink')) return null;
@@ -50,7 +58,16 @@ export function reuseInfo(rec: PrevRecord | undefined, e: Entry): { since: strin
     }
     if (!e.target || !target.equals(e.target)) return null;
   }
-  return { since: o.since as string | undefined, sum: o.sum as string | undefined };
+  const info: ReuseInfo = { since: o.since as string | undefined, sum: o.sum as string | undefined };
+  if (o.tag !== undefined) {
+    if (typeof o.tag !== 'string') return null;
+    info.tag = o.tag;
+  }
+  if (o.z !== undefined) {
+    if (o.z !== 'zstd') return null;
+    info.z = 'zstd';
+  }
+  return info;
 }
 
 /**

@@ -17,6 +17,41 @@ export interface SshOptions {
   log?: (message: string) => void;
 }
 
+/** Encryption settings of a target (docs/CONFIG.md, "Encryption"). */
+export interface EncryptionOptions {
+  /** age1... recipients: a backup encrypts for them. */
+  recipients?: string[];
+  /** An age identity file: restore, diff and verify of contents decrypt with it (BAKKER_PASSPHRASE opens a protected one). */
+  identity?: string;
+}
+
+/**
+ * An encrypted store (its .bakker/format says so), or a new one for a target with recipients,
+ * is opened through the encrypting wrapper; any other store as it is.
+ */
+async function withEncryption(store: Store, enc: EncryptionOptions | undefined): Promise<Store> {
+  const { readFormatInfo } = await import('../engine/layout.js');
+  let encrypted: boolean;
+  try {
+    encrypted = (await readFormatInfo(store))?.encryption !== undefined;
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  const recipients = enc?.recipients ?? [];
+  if (!encrypted && recipients.length === 0) return store;
+  try {
+    const { parseRecipient, loadIdentities } = await import('../crypto/age.js');
+    const { EncryptedStore } = await import('../crypto/encrypted-store.js');
+    const { stateDir } = await import('../util/state-dir.js');
+    const identities = enc?.identity ? await loadIdentities(enc.identity, process.env.BAKKER_PASSPHRASE) : undefined;
+    return new EncryptedStore(store, { recipients: recipients.map(parseRecipient), ...(identities ? { identities, identityFile: enc!.identity! } : {}), stateDir: stateDir() });
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+}
+
 /** Opens sftp://user@host[:port]/path: connects (key auth, host key checked) and checks the folder. */
 async function openSftp(address: string, opts: { create?: boolean; mayBeMissing?: boolean; ssh?: SshOptions }): Promise<Store> {
   let url: URL;
@@ -70,7 +105,11 @@ async function openSftp(address: string, opts: { create?: boolean; mayBeMissing?
  * Opens a store from its address: a folder path (absolute or relative), file:///path, or
  * sftp://user@host[:port]/path.
  */
-export async function openStore(address: string, opts: { create?: boolean; mayBeMissing?: boolean; ssh?: SshOptions } = {}): Promise<Store> {
+export async function openStore(address: string, opts: { create?: boolean; mayBeMissing?: boolean; ssh?: SshOptions; encryption?: EncryptionOptions } = {}): Promise<Store> {
+  return withEncryption(await openPlain(address, opts), opts.encryption);
+}
+
+async function openPlain(address: string, opts: { create?: boolean; mayBeMissing?: boolean; ssh?: SshOptions }): Promise<Store> {
   if (address.startsWith('sftp://')) return openSftp(address, opts);
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(address) && !address.startsWith('file://')) {
     const scheme = address.slice(0, address.indexOf(':'));

@@ -68,6 +68,10 @@ export interface SourceState {
 
 export interface PutResult {
   sum?: string;
+  /** Stores that transform what they store (encryption): the bytes read, the stored object's tag, its compression. */
+  size?: number;
+  tag?: string;
+  z?: 'zstd';
   before: SourceState;
   after: SourceState;
 }
@@ -91,8 +95,12 @@ export class SourceError extends Error {
 export interface Store {
   readonly url: string;
   readonly caps: StoreCaps;
-  /** For a store in a local folder: its absolute path (a backup never descends into it). */
+  /** For a store in a local folder: its absolute path, where the engine may work on files directly. */
   readonly localRoot?: string;
+  /** The store's folder when it is on this host, even when localRoot is not set (a backup never descends into it). */
+  readonly folder?: string;
+  /** Set on an encrypted store (crypto/encrypted-store.ts): what the engine asks it beyond this interface. */
+  readonly crypt?: import('../crypto/encrypted-store.js').Crypt;
   /** lstat: never follows a symlink. null when missing. */
   stat(p: Buffer): Promise<StoreStat | null>;
   /** Names in a directory, unsorted. */
@@ -115,6 +123,12 @@ export interface Store {
    * throws SourceError (and leaves nothing at `p`); anything else is a store error.
    */
   putFile(p: Buffer, src: LocalSource, meta: FileMeta, hash?: HashAlgo): Promise<PutResult>;
+  /**
+   * Writes a stream as the new file `p` (which must not exist; mode 0600), not fsynced (see
+   * putFile); on failure nothing is left at `p` and the error is rethrown as it came (a
+   * SourceError from the stream stays one). Resolves to the bytes written.
+   */
+  writeNew(p: Buffer, data: AsyncIterable<Buffer> | Iterable<Buffer>): Promise<number>;
   /**
    * Makes a directory. Ordered: any operation started after mkdir() returned (before its promise
    * settles) finds the directory, so a writer can go on without waiting; the promise carries the

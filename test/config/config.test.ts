@@ -26,6 +26,8 @@ test('a good config loads with every field', () => {
   assert.equal(c.oneFileSystem, true);
   assert.equal(c.checksum, 'sha256');
   assert.deepEqual(c.targets, [{ name: 'local', store: '/backups/server1' }]);
+  const enc = parseConfig(good.replace('    store: /backups/server1', '    store: /backups/server1\n    encryption:\n      recipients: [age1zdegvnzl264azqktjedang2xur5x9vz55f68erylhh2nqma5kvcsvy7tzs]\n      identity: /etc/bakker/age.key'), 'bakker.yaml');
+  assert.deepEqual(enc.targets[0]!.encryption, { recipients: ['age1zdegvnzl264azqktjedang2xur5x9vz55f68erylhh2nqma5kvcsvy7tzs'], identity: '/etc/bakker/age.key' });
 });
 
 test('bad configs name the file, the line, the key and what is expected', () => {
@@ -34,7 +36,10 @@ test('bad configs name the file, the line, the key and what is expected', () => 
     [good.replace('checksum: sha256', 'checksum: sha1'), /^bakker\.yaml:8: checksum: expected one of md5, sha256, blake3, none; got "sha1"/],
     [good.replace('one_file_system: true', 'one_file_system: yes please'), /^bakker\.yaml:7: one_file_system: expected true or false, got string "yes please"/],
     [good.replace('  - /etc', '  - etc'), /^bakker\.yaml:5: sources\.1: "etc" is not absolute/],
-    [good.replace('    store: /backups/server1', '    stor: /backups/server1'), /^bakker\.yaml:11: "stor" is not a known setting here \(known: store, identity, known_hosts, host_key, reconnect_for, from, retention, on_full\)/],
+    [good.replace('    store: /backups/server1', '    stor: /backups/server1'), /^bakker\.yaml:11: "stor" is not a known setting here \(known: store, identity, known_hosts, host_key, reconnect_for, from, retention, on_full, encryption\)/],
+    [good.replace('    store: /backups/server1', '    store: /backups/server1\n    encryption: {identity: /k}'), /^bakker\.yaml:12: targets\.local\.encryption: missing "recipients": the age1\.\.\. public keys/],
+    [good.replace('    store: /backups/server1', '    store: /backups/server1\n    encryption:\n      recipients: [age1x, age1zdegvnzl264azqktjedang2xur5x9vz55f68erylhh2nqma5kvcsvy7tzs]'), /^bakker\.yaml:13: targets\.local\.encryption\.recipients\.0: "age1x" is not an age X25519 recipient/],
+    [good.replace('    store: /backups/server1', '    store: /backups/server1\n    encryption: {recipients: [], idenity: /k}'), /"idenity" is not a known setting here \(known: recipients, identity\)/],
     [good.replace('    store: /backups/server1', '    store: 42'), /^bakker\.yaml:11: targets\.local\.store: expected a folder path or sftp:\/\/user@host\[:port\]\/path, got number 42/],
     [good.replace('    store: /backups/server1', '    store: sftp://u@h/b\n    reconnect_for: soon'), /^bakker\.yaml:12: targets\.local\.reconnect_for: expected whole seconds \(0: fail at once\), got "soon"/],
     [good.replace('    store: /backups/server1', '    store: /backups/server1\n    identity: /k'), /^bakker\.yaml:11: targets\.local: identity, known_hosts, host_key and reconnect_for are for sftp:\/\/ stores only/],

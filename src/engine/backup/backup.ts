@@ -89,7 +89,7 @@ function withSkips(a: Set<string> | undefined, more: string[] | undefined): Set<
 
 /** A local store inside a source is left out of the backup (it would copy itself over and over). */
 function storeSkip(store: Store, sources: SourceSpec[], emit: Emit): Set<string> | undefined {
-  const root = store.localRoot;
+  const root = store.folder ?? store.localRoot;
   if (!root) return undefined;
   const inside = sources.find((s) => root === s.path || root.startsWith(s.path.endsWith('/') ? s.path : `${s.path}/`));
   if (!inside) return undefined;
@@ -198,8 +198,10 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     }
 
     const fromHeader = opts.from ? await snapshotHeader(opts.from.store, opts.from.snapshot) : null;
+    // An encrypted store: this run's store key goes into the (encrypted) impl.
+    const cryptHeader = store.crypt ? await store.crypt.prepare(previous, listing.complete, emit) : {};
     const header: ImplHeader = fromHeader
-      ? { ...fromHeader, snapshot: name, previous, copiedFrom: { store: opts.from!.store.url, snapshot: name, start: fromHeader.start }, start: now.toISOString() }
+      ? { ...fromHeader, ...cryptHeader, snapshot: name, previous, copiedFrom: { store: opts.from!.store.url, snapshot: name, start: fromHeader.start }, start: now.toISOString() }
       : {
           bakker: 'impl',
           format: FORMAT_VERSION,
@@ -215,6 +217,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
             checksum: opts.checksum ?? null,
           },
           ...opts.headerExtra,
+          ...cryptHeader,
         };
     implWriter = new ImplWriter(store, join(runDir, 'impl'), header);
     const writer = new StoreWriter(store, tree, diff, previous ? treePath(previous) : null, name, opts.from ? undefined : opts.checksum, emit, progress, opts.from !== undefined);
@@ -419,8 +422,10 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     await implWriter.close({ trailer: true, end: new Date().toISOString(), entries: iw.count, summary: numbersOf(summary) });
     implWriter = null;
     if (indexWriter) {
-      const implMtime = place?.remote ? (await store.stat(join(runDir, 'impl')))?.mtime : undefined;
-      await indexWriter.close({ format: 1, snapshot: name, impl: iw.digest(), implBytes: iw.bytes, ...(implMtime ? { implMtime } : {}), entries: iw.count, fingerprint });
+      // What the store holds (an encrypted store's impl is larger than what was written).
+      const implSt = place?.remote ? await store.stat(join(runDir, 'impl')) : null;
+      const implMtime = implSt?.mtime;
+      await indexWriter.close({ format: 1, snapshot: name, impl: iw.digest(), implBytes: implSt?.size ?? iw.bytes, ...(implMtime ? { implMtime } : {}), entries: iw.count, fingerprint });
       indexWriter = null;
     }
     const tWritten = Date.now();

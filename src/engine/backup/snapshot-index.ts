@@ -306,7 +306,7 @@ export class IndexPlace {
    * their order are the same): prepares the new file now and returns what puts it in place
    * (called right after the new impl is). Null when there is no usable index of `name`.
    */
-  rebind(name: string, implSha: string, implBytes: number): ((implMtime: string | undefined) => void) | null {
+  rebind(name: string, implSha: string, implBytes: number): ((implMtime: string | undefined, storedBytes?: number) => void) | null {
     const file = this.file(name);
     let buf: Buffer;
     try {
@@ -322,8 +322,8 @@ export class IndexPlace {
     } catch {
       return null;
     }
-    return (implMtime) => {
-      const metaBuf = Buffer.from(JSON.stringify({ ...meta, impl: implSha, implBytes, implMtime }) + '\n');
+    return (implMtime, storedBytes) => {
+      const metaBuf = Buffer.from(JSON.stringify({ ...meta, impl: implSha, implBytes: storedBytes ?? implBytes, implMtime }) + '\n');
       const out = Buffer.concat([buf.subarray(0, metaOff), metaBuf, buf.subarray(buf.length - TRAILER)]);
       const tmp = `${file}.rebind-${process.pid}`;
       fs.writeFileSync(tmp, out, { mode: 0o600 });

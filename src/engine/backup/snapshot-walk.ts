@@ -15,7 +15,7 @@ import { implPath } from '../layout.js';
  * is walk order, in batches like walk().
  */
 export async function* walkSnapshot(store: Store, name: string): AsyncGenerator<WalkItem[]> {
-  if (!store.localRoot) throw new BakkerError('USAGE', `internal: a snapshot to copy from must be on a local store (${store.url})`);
+  if (!store.localRoot) throw new BakkerError('USAGE', `a snapshot to copy from must be on a local, unencrypted store (${store.url} is not)`);
   const tree = Buffer.from(path.join(store.localRoot, name));
   const reader = await ImplReader.open(store, implPath(name));
   const groups = new Map<number, Entry>();

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { errnoCode, errMessage } from '../../errors.js';
 import type { Entry } from '../../manifest/entry.js';
+import type { ReuseInfo } from '../../manifest/prev-record.js';
 import { fromBigNs } from '../../manifest/time.js';
 import { SourceError, type PutResult, type Store } from '../../store/store.js';
 import { display, join, parent } from '../../util/bpath.js';
@@ -128,9 +129,11 @@ export class StoreWriter {
    * entries). The returned job and decision go to the ordered queue; when the old copy turned
    * out to be gone, the decision copies anew.
    */
-  reuse(e: Entry, prev: { since: string | undefined; sum: string | undefined }, fallback: () => Promise<boolean>): { job: Job; decide: Decide } {
+  reuse(e: Entry, prev: ReuseInfo, fallback: () => Promise<boolean>): { job: Job; decide: Decide } {
     e.since = prev.since ?? this.name;
     if (prev.sum !== undefined) e.sum = prev.sum;
+    if (prev.tag !== undefined) e.tag = prev.tag;
+    if (prev.z !== undefined) e.z = prev.z;
     if (!this.store.linkMany) {
       const job = new PromiseJob(
         this.store.link(join(this.prevTree!, e.path), join(this.tree, e.path)).then(
@@ -205,6 +208,8 @@ export class StoreWriter {
     this.progress.linked--;
     this.emit({ event: 'warning', path: display(e.path), message: 'stored copy in the previous snapshot is missing: copying anew' });
     delete e.sum;
+    delete e.tag;
+    delete e.z;
     delete e.raw;
     return e.type === 'symlink' ? this.symlink(e) : this.copy(e, abs);
   }
@@ -221,6 +226,8 @@ export class StoreWriter {
     if (code === 'ENOENT') {
       this.emit({ event: 'warning', path: display(e.path), message: 'stored copy in the previous snapshot is missing: copying anew' });
       delete e.sum;
+      delete e.tag;
+      delete e.z;
       delete e.raw; // the previous line no longer describes it: `since` changes
       return fallback();
     }
@@ -233,6 +240,8 @@ export class StoreWriter {
     await this.store.link(join(this.tree, first.path), join(this.tree, e.path));
     if (first.since !== undefined) e.since = first.since;
     if (first.sum !== undefined) e.sum = first.sum;
+    if (first.tag !== undefined) e.tag = first.tag;
+    if (first.z !== undefined) e.z = first.z;
     e.size = first.size;
     e.mtime = first.mtime;
     return true;
@@ -278,6 +287,8 @@ export class StoreWriter {
         throw err;
       }
       const { before, after } = res;
+      if (res.tag !== undefined) e.tag = res.tag;
+      if (res.z !== undefined) e.z = res.z;
       if (this.frozen) {
         if (res.sum !== undefined) e.sum = res.sum;
         break;
@@ -291,7 +302,7 @@ export class StoreWriter {
       if (attempt === MAX_TRIES) {
         // Keep what was read, flagged, so the next run copies it again.
         e.changing = true;
-        e.size = (await this.store.stat(dest))?.size ?? after.size;
+        e.size = res.size ?? (await this.store.stat(dest))?.size ?? after.size;
         if (res.sum !== undefined) e.sum = res.sum;
         this.stats.changing++;
         this.emit({ event: 'warning', path: display(e.path), message: `kept changing while being copied (${MAX_TRIES} tries): stored as last read, flagged "changing" in the impl` });

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
 import { BakkerError, errnoCode } from '../../errors.js';
 import { TYPE_MODE, type Entry } from '../../manifest/entry.js';
 import { ImplReader } from '../../manifest/impl-io.js';
@@ -66,6 +67,7 @@ export async function runRestore(opts: RestoreOptions): Promise<RestoreResult> {
     },
   };
   await loadHash('blake3');
+  if (store.crypt && !store.crypt.canDecrypt) throw new BakkerError('CONFIG', `store ${store.url} is encrypted: restoring needs its identity: give --key FILE (or encryption.identity in the target's config)`);
   const reader = await ImplReader.open(store, implPath(snapshot));
   const tree = treePath(snapshot);
   const pool = new TaskPool(16);
@@ -170,26 +172,35 @@ async function restoreOne(store: Store, src: Buffer, e: Entry, tmp: Buffer, ctx:
 }
 
 async function restoreFile(store: Store, src: Buffer, e: Entry, tmp: Buffer): Promise<void> {
-  let opened: Awaited<ReturnType<Store['openRead']>>;
-  try {
-    opened = await store.openRead(src);
-  } catch (err) {
-    throw new BakkerError('IO', `stored copy of ${display(e.path)} cannot be read (${errnoCode(err) ?? String(err)}): the store is damaged; run 'bakker verify'`, { cause: err });
-  }
-  if (opened.size !== e.size) {
-    opened.stream.destroy();
-    throw new BakkerError('IO', `stored copy of ${display(e.path)} has ${opened.size} bytes where the impl says ${e.size}: the store is damaged; run 'bakker verify'`);
+  let stream: Readable;
+  if (store.crypt) stream = await store.crypt.openPlain(src, e);
+  else {
+    let opened: Awaited<ReturnType<Store['openRead']>>;
+    try {
+      opened = await store.openRead(src);
+    } catch (err) {
+      throw new BakkerError('IO', `stored copy of ${display(e.path)} cannot be read (${errnoCode(err) ?? String(err)}): the store is damaged; run 'bakker verify'`, { cause: err });
+    }
+    if (opened.size !== e.size) {
+      opened.stream.destroy();
+      throw new BakkerError('IO', `stored copy of ${display(e.path)} has ${opened.size} bytes where the impl says ${e.size}: the store is damaged; run 'bakker verify'`);
+    }
+    stream = opened.stream;
   }
   const algo = e.sum ? algoOfSum(e.sum) : undefined;
   const hasher = algo ? createHasher(algo) : undefined;
   const fh = await fsp.open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+  let written: number;
   try {
-    await writeStream(opened.stream, fh.fd, e.sparse === true, e.size, hasher);
+    written = await writeStream(stream, fh.fd, e.sparse === true, e.size, hasher);
   } finally {
+    stream.destroy();
     await fh.close();
+  }
+  if (written !== e.size) {
+    throw new BakkerError('IO', `stored copy of ${display(e.path)} holds ${written} bytes where the impl says ${e.size}: the store is damaged; run 'bakker verify'`);
   }
   if (hasher && hasher.digest() !== e.sum) {
     throw new BakkerError('IO', `stored copy of ${display(e.path)} does not match its checksum: the store is damaged; run 'bakker verify'`);
   }
 }
-

@@ -21,7 +21,8 @@ function writeAt(fd: number, b: Buffer, pos: number): Promise<void> {
  * Writes a stream to fd at positions from 0. When `sparse`, all-zero 4 KiB blocks (aligned to
  * the file) are skipped, and the file is extended to `size`, so holes stay holes.
  */
-export async function writeStream(stream: Readable, fd: number, sparse: boolean, size: number, hasher?: Hasher): Promise<void> {
+/** Resolves to the bytes the stream held. */
+export async function writeStream(stream: Readable, fd: number, sparse: boolean, size: number, hasher?: Hasher): Promise<number> {
   let pos = 0;
   let carry: Buffer | null = null;
   for await (const chunk0 of stream) {
@@ -49,4 +50,5 @@ export async function writeStream(stream: Readable, fd: number, sparse: boolean,
     pos += carry.length;
   }
   if (sparse) await new Promise<void>((res, rej) => fs.ftruncate(fd, Math.max(pos, size), (e) => (e ? rej(e) : res())));
+  return pos;
 }

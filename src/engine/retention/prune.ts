@@ -219,7 +219,10 @@ async function mergeInto(store: Store, name: string, previous: string | null, ke
   });
   await store.rename(newDiff, diffPath(name));
   await store.rename(join(work, 'impl'), implPath(name));
-  if (rebound) rebound((await store.stat(implPath(name)))?.mtime);
+  if (rebound) {
+    const st = await store.stat(implPath(name));
+    rebound(st?.mtime, st?.size);
+  }
   await store.remove(work);
   emit({ event: 'info', message: `merged into ${name}: its diff folder now holds what is new since ${previous ?? 'nothing (it is the oldest now)'}` });
 }

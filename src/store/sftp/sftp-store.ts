@@ -211,6 +211,38 @@ export class SftpStore implements Store {
     if (!opts.exclusive) await this.sftp.posixRename(tmp, dest);
   }
 
+  /** Opens a new file (must not exist, mode 0600) for writing; errors classified. */
+  private async openNew(dest: Buffer): Promise<Buffer> {
+    try {
+      return await this.sftp.open(dest, FXF_WRITE | FXF_CREAT | FXF_EXCL, { mode: 0o600 });
+    } catch (err) {
+      throw await this.classify(err, dest, true);
+    }
+  }
+
+  async writeNew(p: Buffer, data: AsyncIterable<Buffer> | Iterable<Buffer>): Promise<number> {
+    const dest = this.abs(p);
+    const h = await this.openNew(dest);
+    let size = 0;
+    let closing = false;
+    async function* counted(): AsyncGenerator<Buffer> {
+      for await (const c of data) {
+        size += c.length;
+        yield c;
+      }
+    }
+    try {
+      // The close goes out right behind the last write.
+      await this.writeParts(h, chunked(counted()), () => ((closing = true), this.sftp.close(h)));
+    } catch (err) {
+      const why = err instanceof SourceError ? err : await this.classify(err, dest, false); // before the partial file goes
+      if (!closing) await this.sftp.close(h).catch(() => undefined);
+      await this.sftp.remove(dest).catch(() => undefined);
+      throw why;
+    }
+    return size;
+  }
+
   async putFile(p: Buffer, src: LocalSource, meta: FileMeta, hash?: HashAlgo): Promise<PutResult> {
     const small = await this.putSmall(p, src, meta, hash);
     if (small) return small;
@@ -224,12 +256,7 @@ export class SftpStore implements Store {
     try {
       const st0 = await fh.stat({ bigint: true });
       if (!st0.isFile()) throw new SourceError('EINVAL', `${src.path.toString()} is no longer a regular file`);
-      let h: Buffer;
-      try {
-        h = await this.sftp.open(dest, FXF_WRITE | FXF_CREAT | FXF_EXCL, { mode: 0o600 });
-      } catch (err) {
-        throw await this.classify(err, dest, true);
-      }
+      const h = await this.openNew(dest);
       const hasher = hash ? createHasher(hash) : null;
       let size = 0;
       try {
@@ -307,12 +334,7 @@ export class SftpStore implements Store {
       fs.closeSync(fd);
     }
     const dest = this.abs(p);
-    let h: Buffer;
-    try {
-      h = await this.sftp.open(dest, FXF_WRITE | FXF_CREAT | FXF_EXCL, { mode: 0o600 });
-    } catch (err) {
-      throw await this.classify(err, dest, true);
-    }
+    const h = await this.openNew(dest);
     const attrs: { mode?: number; mtime?: number; atime?: number } = {};
     if (meta.mode !== undefined) attrs.mode = meta.mode;
     if (meta.mtime !== undefined) attrs.mtime = attrs.atime = splitNs(meta.mtime)[0];
