@@ -7,7 +7,7 @@ import { BakkerError, errMessage, errnoCode } from '../errors.js';
 import type { Entry } from '../manifest/entry.js';
 import { isSnapshotName } from '../engine/naming.js';
 import type { Emit } from '../engine/events.js';
-import { SourceError, sourceState, type FileMeta, type LocalSource, type PutResult, type Store, type StoreCaps, type StoreStat } from '../store/store.js';
+import { readSmall, SourceError, sourceState, type FileMeta, type LocalSource, type PutResult, type Store, type StoreCaps, type StoreStat } from '../store/store.js';
 import { display } from '../util/bpath.js';
 import { createHasher, type HashAlgo } from '../util/hash.js';
 import { decrypt, encrypt, encryptBuffer, type Identity } from './age.js';
@@ -89,6 +89,9 @@ const READ_CHUNK = 256 * 1024;
 /** Files up to this size are read and encrypted in one piece. */
 const SMALL = 1 << 20;
 const { O_RDONLY, O_NOFOLLOW } = fs.constants;
+
+/** Files up to this size are read at once on the main thread. */
+const SYNC_READ = 64 * 1024;
 
 /** The id of a store key (not secret: it tells keys apart, in NAME.objects and messages). */
 function keyId(keys: StoreKeys): string {
@@ -415,6 +418,23 @@ export class EncryptedStore implements Store, Crypt {
     const w = this.objOf(p);
     if (!w) throw new BakkerError('STORE', `internal: ${p.toString()} is not an object path`);
     const { p: dest, obj } = await this.mapped(w, true);
+    const keys = await this.keysOf(w.owner);
+    const small = readSmall(src.path, SYNC_READ);
+    if (small) {
+      // Read on this thread (one read from the page cache costs less than hops to the thread pool).
+      const sealed = encryptBuffer(small.data, this.opts.recipients);
+      const tag = objectTag(keys);
+      tag.update(sealed);
+      await this.inner.writeNew(dest, [sealed]);
+      this.track(w, obj);
+      let sum: string | undefined;
+      if (hash) {
+        const hasher = createHasher(hash);
+        hasher.update(small.data);
+        sum = hasher.digest();
+      }
+      return { ...(sum !== undefined ? { sum } : {}), size: small.data.length, tag: tag.digest(), before: sourceState(small.st0), after: sourceState(small.st1) };
+    }
     let fh: fs.promises.FileHandle;
     try {
       fh = await fs.promises.open(src.path, O_RDONLY | O_NOFOLLOW);
@@ -425,7 +445,6 @@ export class EncryptedStore implements Store, Crypt {
       const st0 = await fh.stat({ bigint: true });
       if (!st0.isFile()) throw new SourceError('EINVAL', `${src.path.toString()} is no longer a regular file`);
       const hasher = hash ? createHasher(hash) : null;
-      const keys = await this.keysOf(w.owner);
       const tag = objectTag(keys);
       let size = 0;
       const read = async (buf: Buffer): Promise<number> => {

@@ -1,3 +1,4 @@
+import { closeSync, constants, fstatSync, openSync, readSync, type BigIntStats } from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { EntryType } from '../manifest/entry.js';
 import { fromBigNs, type NsTime } from '../manifest/time.js';
@@ -89,6 +90,36 @@ export class SourceError extends Error {
     message: string,
   ) {
     super(message);
+  }
+}
+
+/**
+ * A small regular file read whole on this thread (never following a symlink), with its state
+ * before and after; null when it is larger than `limit` (also when it grew past it meanwhile): the
+ * caller streams it then. A failure of the source throws SourceError.
+ */
+export function readSmall(file: Buffer, limit: number): { data: Buffer; st0: BigIntStats; st1: BigIntStats } | null {
+  let fd: number;
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch (err) {
+    throw new SourceError((err as NodeJS.ErrnoException).code ?? 'EIO', (err as Error).message);
+  }
+  try {
+    const st0 = fstatSync(fd, { bigint: true });
+    if (!st0.isFile()) throw new SourceError('EINVAL', `${file.toString()} is no longer a regular file`);
+    if (st0.size > BigInt(limit)) return null;
+    const buf = Buffer.allocUnsafe(Number(st0.size) + 1);
+    let n: number;
+    try {
+      n = readSync(fd, buf, 0, buf.length, 0);
+    } catch (err) {
+      throw new SourceError((err as NodeJS.ErrnoException).code ?? 'EIO', (err as Error).message);
+    }
+    if (n > limit) return null; // grew meanwhile: streamed
+    return { data: buf.subarray(0, n), st0, st1: fstatSync(fd, { bigint: true }) };
+  } finally {
+    closeSync(fd);
   }
 }
 

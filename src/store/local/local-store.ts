@@ -28,6 +28,9 @@ async function readFails(fh: fsp.FileHandle): Promise<boolean> {
 const { O_RDONLY, O_NOFOLLOW, O_WRONLY, O_CREAT, O_EXCL } = fs.constants;
 const ERRNO_NAMES = new Map(Object.entries(os.constants.errno).map(([k, v]) => [v, k]));
 
+/** writeNew writes a single buffer up to this size synchronously. */
+const SYNC_WRITE = 64 * 1024;
+
 /** A store in a local folder (the first tier: hard-link snapshots on the same volume). */
 /** Folders removed at once (native jobs on the thread pool). */
 const REMOVE_LANES = 4;
@@ -147,6 +150,11 @@ export class LocalStore implements Store {
 
   async writeNew(p: Buffer, data: AsyncIterable<Buffer> | Iterable<Buffer>): Promise<number> {
     const dest = this.abs(p);
+    if (Array.isArray(data) && data.length === 1 && data[0]!.length <= SYNC_WRITE) {
+      // A small file in one piece: written on this thread (into the page cache), no thread-pool hops.
+      fs.writeFileSync(dest, data[0]!, { flag: 'wx', mode: 0o600 });
+      return data[0]!.length;
+    }
     const fh = await fsp.open(dest, O_WRONLY | O_CREAT | O_EXCL, 0o600);
     let size = 0;
     try {

@@ -7,7 +7,7 @@ import { splitNs } from '../../manifest/time.js';
 import { createHasher, type HashAlgo } from '../../util/hash.js';
 import { Semaphore } from '../../util/semaphore.js';
 import { errnoCode } from '../../errors.js';
-import { SourceError, sourceState, type FileMeta, type LocalSource, type PutResult, type Store, type StoreCaps, type StoreStat } from '../store.js';
+import { readSmall, SourceError, sourceState, type FileMeta, type LocalSource, type PutResult, type Store, type StoreCaps, type StoreStat } from '../store.js';
 import { FXF_CREAT, FXF_EXCL, FXF_READ, FXF_TRUNC, FXF_WRITE, SftpError } from './sftp-client.js';
 import type { Sftp } from './resilient.js';
 
@@ -307,32 +307,9 @@ export class SftpStore implements Store {
    * close, all sent together. undefined when the file is larger: the streaming path takes it.
    */
   private async putSmall(p: Buffer, src: LocalSource, meta: FileMeta, hash?: HashAlgo): Promise<PutResult | undefined> {
-    let fd: number;
-    try {
-      fd = fs.openSync(src.path, O_RDONLY | O_NOFOLLOW);
-    } catch (err) {
-      throw new SourceError(errnoCode(err) ?? 'EIO', (err as Error).message);
-    }
-    let data: Buffer;
-    let st0: fs.BigIntStats;
-    let st1: fs.BigIntStats;
-    try {
-      st0 = fs.fstatSync(fd, { bigint: true });
-      if (!st0.isFile()) throw new SourceError('EINVAL', `${src.path.toString()} is no longer a regular file`);
-      if (st0.size > BigInt(CHUNK)) return undefined;
-      const buf = Buffer.allocUnsafe(Number(st0.size) + 1);
-      let n: number;
-      try {
-        n = fs.readSync(fd, buf, 0, buf.length, 0);
-      } catch (err) {
-        throw new SourceError(errnoCode(err) ?? 'EIO', (err as Error).message);
-      }
-      if (n > CHUNK) return undefined; // grew meanwhile: stream it
-      data = buf.subarray(0, n);
-      st1 = fs.fstatSync(fd, { bigint: true });
-    } finally {
-      fs.closeSync(fd);
-    }
+    const small = readSmall(src.path, CHUNK);
+    if (!small) return undefined;
+    const { data, st0, st1 } = small;
     const dest = this.abs(p);
     const h = await this.openNew(dest);
     const attrs: { mode?: number; mtime?: number; atime?: number } = {};
