@@ -19,6 +19,12 @@ export interface Native {
   /** One directory sorted and lstat'ed on the thread pool: [names "a\0b\0", SCAN_FIELDS doubles per entry]. */
   /** rm -rf on the thread pool, never following a symlink; missing is fine. */
   removeTree(path: Buffer): Promise<void>;
+  /** One zstd frame of `src` (its content size recorded) at `level`, on the thread pool. */
+  zstdCompress(src: Buffer, level: number): Promise<Buffer>;
+  zstdCompressSync(src: Buffer, level: number): Buffer;
+  /** [compressed size, content size] of the first frame in `buf`, or null when more bytes are needed. */
+  zstdFrame(buf: Buffer): [number, number] | null;
+  zstdDecompressSync(frame: Buffer, contentSize: number): Buffer;
   scanDir(dir: Buffer, probeXattrs?: boolean, fast?: [Buffer | null, Buffer, Buffer] | [Buffer | null, null, null]): Promise<[Buffer, Float64Array, Buffer?]>;
 }
 

@@ -5,7 +5,7 @@ import { newProgress } from '../engine/events.js';
 import { runBackup } from '../engine/backup/backup.js';
 import { BakkerError, errMessage, usageError } from '../errors.js';
 import { createMatcher, parseExcludeFile, PatternError } from '../scan/exclude.js';
-import { openStore, type EncryptionOptions, type SshOptions } from '../store/open.js';
+import { openStore, parseCompression, type EncryptionOptions, type SshOptions } from '../store/open.js';
 import type { Store } from '../store/store.js';
 import { loadStoreConfig, loadUrlConfig } from '../config/store-config.js';
 import { HASH_ALGOS, type HashAlgo } from '../util/hash.js';
@@ -39,6 +39,8 @@ Options:
                            becomes an encrypted one; see docs/ENCRYPTION.md)
       --key FILE           the age identity of an encrypted store (only needed when
                            this server has lost its copy of the store's key)
+      --compress zstd[:N]  encrypted stores: zstd (level N, default 3) before
+                           encryption, for files that shrink; none: off
       --reconnect-for SECS sftp://: retry a dropped connection this long, then
                            resume where the run was (default 300; 0: fail at once)
   -c, --config FILE        read sources, excludes and targets from a YAML config
@@ -72,11 +74,12 @@ const OPTIONS = {
   'dry-run': { type: 'boolean', short: 'n' },
   'no-space-check': { type: 'boolean' },
   job: { type: 'string' },
+  compress: { type: 'string' },
 } as const;
 
 interface Plan {
   sources: string[];
-  stores: Pick<TargetConfig, 'name' | 'store' | 'identity' | 'knownHosts' | 'hostKey' | 'reconnectFor' | 'from' | 'retention' | 'onFull' | 'encryption'>[];
+  stores: Pick<TargetConfig, 'name' | 'store' | 'identity' | 'knownHosts' | 'hostKey' | 'reconnectFor' | 'from' | 'retention' | 'onFull' | 'encryption' | 'compression'>[];
   /** Every target of the config (a target fed from another needs that one's store). */
   all: TargetConfig[];
   exclude: string[];
@@ -88,6 +91,8 @@ interface Plan {
   ssh: SshOptions;
   /** --recipient and --key. */
   enc: EncryptionOptions;
+  /** --compress. */
+  compression?: number;
   /** With config_url: whether the URL's config was applied (none, applied, cached, ignored) and why not. */
   urlConfig?: { state: string; note?: string };
   /** What planning has to say (shown once the run starts). */
@@ -127,7 +132,13 @@ export async function planBackup(argv: string[]): Promise<Plan> {
     else if (!(HASH_ALGOS as readonly string[]).includes(v.checksum)) throw usageError(`bakker backup: --checksum must be one of ${HASH_ALGOS.join(', ')}, none (got "${v.checksum}")`);
     else checksum = v.checksum as HashAlgo;
   }
-  const plan: Plan = { sources, stores, all: config?.targets ?? [], exclude, oneFileSystem: v['one-file-system'] ?? config?.oneFileSystem ?? false, checksum, job: v.job ?? config?.job, dryRun: v['dry-run'] === true, noSpaceCheck: v['no-space-check'] === true, ssh: sshOptions(v), enc: cryptOptions(v), notes: [], hooks: config?.hooks ?? { before: [], after_snapshot: [], after: [], on_failure: [] }, ...(config?.view ? { view: config.view } : {}) };
+  let compression: number | undefined;
+  if (v.compress !== undefined) {
+    const level = parseCompression(v.compress);
+    if (level === null) throw usageError(`bakker backup: --compress ${v.compress}: expected zstd, zstd:LEVEL (1-19) or none`);
+    compression = level;
+  }
+  const plan: Plan = { sources, stores, all: config?.targets ?? [], exclude, oneFileSystem: v['one-file-system'] ?? config?.oneFileSystem ?? false, checksum, job: v.job ?? config?.job, dryRun: v['dry-run'] === true, noSpaceCheck: v['no-space-check'] === true, ssh: sshOptions(v), enc: cryptOptions(v), ...(compression !== undefined ? { compression } : {}), notes: [], hooks: config?.hooks ?? { before: [], after_snapshot: [], after: [], on_failure: [] }, ...(config?.view ? { view: config.view } : {}) };
   if (config?.configUrl) {
     // A controlling service's config replaces what to back up (docs/CONFIG.md, "Config from a URL").
     const sc = await loadUrlConfig(config.configUrl, config.configUrlCa);
@@ -246,7 +257,8 @@ const NO_HOOKS: HooksConfig = { before: [], after_snapshot: [], after: [], on_fa
 function encFor(target: Target, plan: Plan): EncryptionOptions {
   const recipients = plan.enc.recipients ?? target.encryption?.recipients;
   const identity = plan.enc.identity ?? target.encryption?.identity;
-  return { ...(recipients ? { recipients } : {}), ...(identity ? { identity } : {}) };
+  const compression = plan.compression ?? target.compression;
+  return { ...(recipients ? { recipients } : {}), ...(identity ? { identity } : {}), ...(compression ? { compression } : {}) };
 }
 
 function sshFor(target: Target, plan: Plan, out: Output): SshOptions {

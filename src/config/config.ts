@@ -1,3 +1,4 @@
+import { parseCompression } from '../store/open.js';
 import { parseRecipient } from '../crypto/age.js';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -46,6 +47,8 @@ export interface TargetConfig {
   onFull?: 'prune' | 'fail';
   /** An encrypted target (docs/CONFIG.md, "Encryption"): the recipients it is written for; the identity that reads it. */
   encryption?: { recipients: string[]; identity?: string };
+  /** zstd level before encryption (0: off). */
+  compression?: number;
 }
 
 type Where = (string | number)[];
@@ -113,7 +116,7 @@ function describe(v: unknown): string {
 }
 
 const TOP = ['job', 'sources', 'exclude', 'exclude_from', 'one_file_system', 'checksum', 'targets', 'config_url', 'config_url_ca', 'view', 'hooks'];
-const TARGET = ['store', 'identity', 'known_hosts', 'host_key', 'reconnect_for', 'from', 'retention', 'on_full', 'encryption'];
+const TARGET = ['store', 'identity', 'known_hosts', 'host_key', 'reconnect_for', 'from', 'retention', 'on_full', 'encryption', 'compression'];
 
 /** Parses YAML text into its value and a Checker that reports problems with file and line. */
 export function parseYaml(text: string, file: string): { c: Checker; raw: unknown } {
@@ -214,6 +217,12 @@ export function parseConfig(text: string, file: string): Config {
         }
       });
       target.encryption = { recipients, ...(e.identity !== undefined ? { identity: c.str([...w, 'identity'], e.identity, 'an age identity file') } : {}) };
+    }
+    if (t.compression !== undefined) {
+      const level = typeof t.compression === 'string' ? parseCompression(t.compression) : null;
+      if (level === null) c.fail(['targets', name, 'compression'], `expected zstd, zstd:LEVEL (1-19) or none, got ${JSON.stringify(t.compression)}`);
+      if (level && !target.encryption) c.fail(['targets', name, 'compression'], 'compression is done on encrypted targets (for now): add encryption: {recipients: [...]}, or remove it');
+      if (level) target.compression = level;
     }
     targets.push(target);
   }

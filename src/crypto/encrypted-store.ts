@@ -9,6 +9,7 @@ import { isSnapshotName } from '../engine/naming.js';
 import type { Emit } from '../engine/events.js';
 import { readSmall, SourceError, sourceState, type FileMeta, type LocalSource, type PutResult, type Store, type StoreCaps, type StoreStat } from '../store/store.js';
 import { display } from '../util/bpath.js';
+import { native } from '../native.js';
 import { createHasher, type HashAlgo } from '../util/hash.js';
 import { decrypt, encrypt, encryptBuffer, type Identity } from './age.js';
 import { objectName, objectTag, storeKeys, type StoreKeys } from './objects.js';
@@ -54,6 +55,8 @@ export interface EncryptedStoreOptions {
   identityFile?: string;
   /** This server's state dir (BAKKER_STATE_DIR). */
   stateDir: string;
+  /** zstd level for files before encryption (0 or none: off). */
+  compression?: number;
 }
 
 type Where = { kind: 'plain' } | { kind: 'obj'; root: Buffer; rel: Buffer; owner: string; runTree: string | null } | { kind: 'impl'; name: string; run: boolean };
@@ -86,8 +89,51 @@ function where(p: Buffer): Where {
 const age = (p: Buffer) => Buffer.concat([p, Buffer.from('.age')]);
 const OBJECTS_SUFFIX = '.objects';
 const READ_CHUNK = 256 * 1024;
-/** Files up to this size are read and encrypted in one piece. */
-const SMALL = 1 << 20;
+/** Compressed files are cut into zstd frames of this much content (each compressed on its own). */
+const ZSTD_CHUNK = 1 << 20;
+
+/** Whether compressing is worth it: at least 1/16 and 64 bytes smaller. */
+function shrinks(packed: number, plain: number): boolean {
+  return packed <= plain - Math.max(64, plain >> 4);
+}
+
+/** zstd frames back into their content (the frames as bakker writes them: each with its content size). */
+async function* unzstd(source: AsyncIterable<Buffer>, what: string): AsyncGenerator<Buffer> {
+  const parts: Buffer[] = [];
+  let held = 0;
+  let tried = 0;
+  const damaged = (why: string) => new BakkerError('VERIFY', `${what} is damaged: its zstd data ${why}`);
+  const frames = function* (final: boolean): Generator<Buffer> {
+    // A frame's end is known only once all of it is here: look again every 256 KiB, and at the end.
+    if (!final && held - tried < 256 * 1024) return;
+    let buf = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    parts.length = 0;
+    for (;;) {
+      let f: [number, number] | null;
+      try {
+        f = buf.length ? native.zstdFrame(buf) : null;
+      } catch (err) {
+        throw damaged(errMessage(err));
+      }
+      if (!f) break;
+      try {
+        yield native.zstdDecompressSync(buf.subarray(0, f[0]), f[1]);
+      } catch (err) {
+        throw damaged(errMessage(err));
+      }
+      buf = buf.subarray(f[0]);
+    }
+    if (buf.length) parts.push(buf);
+    held = tried = buf.length;
+  };
+  for await (const c of source) {
+    parts.push(c);
+    held += c.length;
+    yield* frames(false);
+  }
+  yield* frames(true);
+  if (held > 0) throw damaged('ends inside a frame');
+}
 const { O_RDONLY, O_NOFOLLOW } = fs.constants;
 
 /** Files up to this size are read at once on the main thread. */
@@ -422,7 +468,10 @@ export class EncryptedStore implements Store, Crypt {
     const small = readSmall(src.path, SYNC_READ);
     if (small) {
       // Read on this thread (one read from the page cache costs less than hops to the thread pool).
-      const sealed = encryptBuffer(small.data, this.opts.recipients);
+      const level = this.opts.compression ?? 0;
+      const packed = level ? native.zstdCompressSync(small.data, level) : null;
+      const z = packed !== null && shrinks(packed.length, small.data.length);
+      const sealed = encryptBuffer(z ? packed! : small.data, this.opts.recipients);
       const tag = objectTag(keys);
       tag.update(sealed);
       await this.inner.writeNew(dest, [sealed]);
@@ -433,7 +482,7 @@ export class EncryptedStore implements Store, Crypt {
         hasher.update(small.data);
         sum = hasher.digest();
       }
-      return { ...(sum !== undefined ? { sum } : {}), size: small.data.length, tag: tag.digest(), before: sourceState(small.st0), after: sourceState(small.st1) };
+      return { ...(sum !== undefined ? { sum } : {}), size: small.data.length, tag: tag.digest(), ...(z ? { z: 'zstd' as const } : {}), before: sourceState(small.st0), after: sourceState(small.st1) };
     }
     let fh: fs.promises.FileHandle;
     try {
@@ -454,62 +503,51 @@ export class EncryptedStore implements Store, Crypt {
           throw new SourceError(errnoCode(err) ?? 'EIO', (err as Error).message);
         }
       };
-      let body: AsyncIterable<Buffer> | Iterable<Buffer>;
-      if (st0.size <= BigInt(SMALL)) {
-        // Read and encrypted in one piece (a file that grew meanwhile is read on to its end).
-        const buf = Buffer.allocUnsafe(Number(st0.size) + 1);
-        const n = await read(buf);
-        const plain = n === buf.length ? await this.readRest(fh, buf) : buf.subarray(0, n);
-        size = plain.length;
-        hasher?.update(plain);
-        const sealed = encryptBuffer(plain, this.opts.recipients);
-        tag.update(sealed);
-        body = [sealed];
-      } else {
-        const self = this;
-        async function* plain(): AsyncGenerator<Buffer> {
-          for (;;) {
-            const buf = Buffer.allocUnsafe(READ_CHUNK);
-            const n = await read(buf);
-            if (n === 0) return;
-            const part = buf.subarray(0, n);
-            hasher?.update(part);
-            size += n;
-            yield part;
-          }
+      const level = this.opts.compression ?? 0;
+      const chunk = level ? ZSTD_CHUNK : READ_CHUNK;
+      async function* plain(): AsyncGenerator<Buffer> {
+        for (;;) {
+          const buf = Buffer.allocUnsafe(chunk);
+          const n = await read(buf);
+          if (n === 0) return;
+          const part = buf.subarray(0, n);
+          hasher?.update(part);
+          size += n;
+          yield part;
         }
-        async function* sealed(): AsyncGenerator<Buffer> {
-          for await (const c of encrypt(plain(), self.opts.recipients)) {
-            tag.update(c);
-            yield c;
-          }
-        }
-        body = sealed();
       }
+      // Compressed in frames of 1 MiB (on the thread pool) when the first one shrinks; else stored as it is.
+      let z = false;
+      async function* packed(): AsyncGenerator<Buffer> {
+        const it = plain()[Symbol.asyncIterator]();
+        const first = await it.next();
+        if (first.done) return;
+        if (level) {
+          const c = await native.zstdCompress(first.value, level);
+          if (shrinks(c.length, first.value.length)) {
+            z = true;
+            yield c;
+            for (let r = await it.next(); !r.done; r = await it.next()) yield await native.zstdCompress(r.value, level);
+            return;
+          }
+        }
+        yield first.value;
+        for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
+      }
+      const recipients = this.opts.recipients;
+      async function* sealed(): AsyncGenerator<Buffer> {
+        for await (const c of encrypt(packed(), recipients)) {
+          tag.update(c);
+          yield c;
+        }
+      }
+      const body = sealed();
       await this.inner.writeNew(dest, body);
       this.track(w, obj);
       const st1 = await fh.stat({ bigint: true });
-      return { ...(hasher ? { sum: hasher.digest() } : {}), size, tag: tag.digest(), before: sourceState(st0), after: sourceState(st1) };
+      return { ...(hasher ? { sum: hasher.digest() } : {}), size, tag: tag.digest(), ...(z ? { z: 'zstd' as const } : {}), before: sourceState(st0), after: sourceState(st1) };
     } finally {
       await fh.close();
-    }
-  }
-
-  /** All of a file that grew past what its size said when opened. */
-  private async readRest(fh: fs.promises.FileHandle, head: Buffer): Promise<Buffer> {
-    const parts = [head];
-    let at = head.length;
-    for (;;) {
-      const buf = Buffer.allocUnsafe(READ_CHUNK);
-      let n: number;
-      try {
-        n = (await fh.read(buf, 0, buf.length, at)).bytesRead;
-      } catch (err) {
-        throw new SourceError(errnoCode(err) ?? 'EIO', (err as Error).message);
-      }
-      if (n === 0) return Buffer.concat(parts);
-      parts.push(buf.subarray(0, n));
-      at += n;
     }
   }
 
@@ -712,7 +750,9 @@ export class EncryptedStore implements Store, Crypt {
   async openPlain(p: Buffer, e: Entry): Promise<Readable> {
     if (!this.canDecrypt) throw this.needIdentity(`restoring ${display(e.path)}`);
     await this.objectOf(p, e); // fail early on a bad entry
-    return Readable.from(this.opened(this.tagged(p, e), `the stored object of ${display(e.path)}`));
+    const what = `the stored object of ${display(e.path)}`;
+    const plain = this.opened(this.tagged(p, e), what);
+    return Readable.from(e.z === 'zstd' ? unzstd(plain, what) : plain);
   }
 
   async checkTag(p: Buffer, e: Entry): Promise<string | null> {

@@ -10,6 +10,7 @@
  *   metaBatch(root, paths, count, meta, results)  owner, mode and times of many folders (see below)
  *   copyIn(...)                one whole file copy off the main thread (see below)
  *   scanDir(dir)               one directory, sorted and lstat'ed, in one call (see below)
+ *   zstdCompress, zstdCompressSync, zstdFrame, zstdDecompressSync   zstd frames (see below)
  * Errors are thrown as Error objects with .code ("ENOENT", ...), .errno and .syscall.
  */
 #define _GNU_SOURCE
@@ -893,6 +894,168 @@ static napi_value scan_dir(napi_env env, napi_callback_info info) {
   return queue_job(env, "bakker.scanDir", scan_execute, scan_complete, j, &j->deferred, &j->work);
 }
 
+/* ---- zstd (libzstd.so.1, which every Debian system has; declared here so no -dev package is needed) ----
+ *   zstdCompress(src, level)      -> Promise<Buffer>: one zstd frame (with its content size), on the thread pool
+ *   zstdCompressSync(src, level)  -> Buffer: the same, on this thread (small inputs)
+ *   zstdFrame(buf)                -> [compressed size, content size] of the first frame in buf, or null
+ *                                    when buf does not yet hold all of it; throws on a malformed frame
+ *   zstdDecompressSync(frame, n)  -> Buffer of the frame's n content bytes
+ * Contexts are kept per thread and reused (making one costs more than compressing a small file). */
+typedef struct ZSTD_CCtx_s ZSTD_CCtx;
+typedef struct ZSTD_DCtx_s ZSTD_DCtx;
+extern ZSTD_CCtx *ZSTD_createCCtx(void);
+extern ZSTD_DCtx *ZSTD_createDCtx(void);
+extern size_t ZSTD_compressCCtx(ZSTD_CCtx *, void *, size_t, const void *, size_t, int);
+extern size_t ZSTD_decompressDCtx(ZSTD_DCtx *, void *, size_t, const void *, size_t);
+extern size_t ZSTD_compressBound(size_t);
+extern unsigned ZSTD_isError(size_t);
+extern const char *ZSTD_getErrorName(size_t);
+extern size_t ZSTD_findFrameCompressedSize(const void *, size_t);
+extern unsigned long long ZSTD_getFrameContentSize(const void *, size_t);
+#define ZSTD_CONTENTSIZE_UNKNOWN (0ULL - 1)
+#define ZSTD_CONTENTSIZE_ERROR (0ULL - 2)
+/* A frame header is at most 18 bytes; a frame's content, as bakker writes them, at most 4 MiB. */
+#define ZSTD_MAX_CONTENT (64u << 20)
+
+static __thread ZSTD_CCtx *tl_cctx;
+static __thread ZSTD_DCtx *tl_dctx;
+
+static size_t zstd_compress_into(void *dst, size_t cap, const void *src, size_t len, int level) {
+  if (!tl_cctx) tl_cctx = ZSTD_createCCtx();
+  if (!tl_cctx) return (size_t)-1;
+  return ZSTD_compressCCtx(tl_cctx, dst, cap, src, len, level);
+}
+
+static void free_buf(napi_env env, void *data, void *hint) { (void)env; (void)hint; free(data); }
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref src_ref;
+  const void *src;
+  size_t len;
+  int level;
+  void *out;
+  size_t out_len;
+  const char *err;
+} ZJob;
+
+static void zcomp_execute(napi_env env, void *data) {
+  (void)env;
+  ZJob *j = data;
+  size_t cap = ZSTD_compressBound(j->len);
+  j->out = malloc(cap ? cap : 1);
+  if (!j->out) { j->err = "out of memory"; return; }
+  size_t r = zstd_compress_into(j->out, cap, j->src, j->len, j->level);
+  if (r == (size_t)-1 || ZSTD_isError(r)) { j->err = r == (size_t)-1 ? "no zstd context" : ZSTD_getErrorName(r); free(j->out); j->out = NULL; return; }
+  j->out_len = r;
+}
+
+static void zcomp_complete(napi_env env, napi_status status, void *data) {
+  (void)status;
+  ZJob *j = data;
+  napi_delete_reference(env, j->src_ref);
+  if (j->err) {
+    napi_value msg, err;
+    napi_create_string_utf8(env, j->err, NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &err);
+    napi_reject_deferred(env, j->deferred, err);
+  } else {
+    napi_value buf;
+    napi_create_external_buffer(env, j->out_len, j->out, free_buf, NULL, &buf);
+    napi_resolve_deferred(env, j->deferred, buf);
+  }
+  napi_delete_async_work(env, j->work);
+  free(j);
+}
+
+static int zstd_args(napi_env env, napi_callback_info info, napi_value *jsrc, void **src, size_t *len, int *level) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  bool is_buf = false;
+  if (argc >= 1) napi_is_buffer(env, argv[0], &is_buf);
+  if (!is_buf) { napi_throw_type_error(env, NULL, "expected a Buffer"); return 0; }
+  napi_get_buffer_info(env, argv[0], src, len);
+  *jsrc = argv[0];
+  int32_t l = 0;
+  if (argc >= 2) napi_get_value_int32(env, argv[1], &l);
+  *level = l;
+  return 1;
+}
+
+static napi_value zstd_compress(napi_env env, napi_callback_info info) {
+  napi_value jsrc;
+  ZJob *j = calloc(1, sizeof *j);
+  if (!zstd_args(env, info, &jsrc, (void **)&j->src, &j->len, &j->level)) { free(j); return NULL; }
+  napi_create_reference(env, jsrc, 1, &j->src_ref); /* the input stays alive while the job reads it */
+  return queue_job(env, "bakker.zstdCompress", zcomp_execute, zcomp_complete, j, &j->deferred, &j->work);
+}
+
+static napi_value zstd_compress_sync(napi_env env, napi_callback_info info) {
+  napi_value jsrc, buf;
+  void *src; size_t len; int level;
+  if (!zstd_args(env, info, &jsrc, &src, &len, &level)) return NULL;
+  size_t cap = ZSTD_compressBound(len);
+  void *out = malloc(cap ? cap : 1);
+  if (!out) { napi_throw_error(env, NULL, "out of memory"); return NULL; }
+  size_t r = zstd_compress_into(out, cap, src, len, level);
+  if (r == (size_t)-1 || ZSTD_isError(r)) { free(out); napi_throw_error(env, NULL, r == (size_t)-1 ? "no zstd context" : ZSTD_getErrorName(r)); return NULL; }
+  napi_create_external_buffer(env, r, out, free_buf, NULL, &buf);
+  return buf;
+}
+
+static napi_value zstd_frame(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out, a, b;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  void *src; size_t len;
+  bool is_buf = false;
+  if (argc >= 1) napi_is_buffer(env, argv[0], &is_buf);
+  if (!is_buf) { napi_throw_type_error(env, NULL, "expected a Buffer"); return NULL; }
+  napi_get_buffer_info(env, argv[0], &src, &len);
+  unsigned long long content = ZSTD_getFrameContentSize(src, len);
+  if (content == ZSTD_CONTENTSIZE_ERROR) {
+    if (len < 18) { napi_get_null(env, &out); return out; } /* maybe only a partial header so far */
+    napi_throw_error(env, NULL, "not a zstd frame");
+    return NULL;
+  }
+  if (content == ZSTD_CONTENTSIZE_UNKNOWN || content > ZSTD_MAX_CONTENT) { napi_throw_error(env, NULL, "a zstd frame without a usable content size"); return NULL; }
+  size_t csize = ZSTD_findFrameCompressedSize(src, len);
+  if (ZSTD_isError(csize)) { napi_get_null(env, &out); return out; } /* incomplete (or damaged: the decompression says) */
+  napi_create_array_with_length(env, 2, &out);
+  napi_create_double(env, (double)csize, &a);
+  napi_create_double(env, (double)content, &b);
+  napi_set_element(env, out, 0, a);
+  napi_set_element(env, out, 1, b);
+  return out;
+}
+
+static napi_value zstd_decompress_sync(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], buf;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  void *src; size_t len;
+  bool is_buf = false;
+  if (argc >= 1) napi_is_buffer(env, argv[0], &is_buf);
+  if (!is_buf) { napi_throw_type_error(env, NULL, "expected a Buffer"); return NULL; }
+  napi_get_buffer_info(env, argv[0], &src, &len);
+  double n = 0;
+  if (argc >= 2) napi_get_value_double(env, argv[1], &n);
+  if (n < 0 || n > ZSTD_MAX_CONTENT) { napi_throw_range_error(env, NULL, "content size out of range"); return NULL; }
+  void *out = malloc(n > 0 ? (size_t)n : 1);
+  if (!out) { napi_throw_error(env, NULL, "out of memory"); return NULL; }
+  if (!tl_dctx) tl_dctx = ZSTD_createDCtx();
+  size_t r = tl_dctx ? ZSTD_decompressDCtx(tl_dctx, out, (size_t)n, src, len) : (size_t)-1;
+  if (r == (size_t)-1 || ZSTD_isError(r) || r != (size_t)n) {
+    free(out);
+    napi_throw_error(env, NULL, r == (size_t)-1 ? "no zstd context" : ZSTD_isError(r) ? ZSTD_getErrorName(r) : "a zstd frame shorter than its content size");
+    return NULL;
+  }
+  napi_create_external_buffer(env, r, out, free_buf, NULL, &buf);
+  return buf;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   /* The thread pool starts after this: two malloc arenas instead of one per thread keep memory
      flat (each arena holds on to what its thread once used). */
@@ -910,6 +1073,10 @@ static napi_value init(napi_env env, napi_value exports) {
     {"copyIn", NULL, copy_in, NULL, NULL, NULL, napi_default, NULL},
     {"scanDir", NULL, scan_dir, NULL, NULL, NULL, napi_default, NULL},
     {"removeTree", NULL, remove_tree, NULL, NULL, NULL, napi_default, NULL},
+    {"zstdCompress", NULL, zstd_compress, NULL, NULL, NULL, napi_default, NULL},
+    {"zstdCompressSync", NULL, zstd_compress_sync, NULL, NULL, NULL, napi_default, NULL},
+    {"zstdFrame", NULL, zstd_frame, NULL, NULL, NULL, napi_default, NULL},
+    {"zstdDecompressSync", NULL, zstd_decompress_sync, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

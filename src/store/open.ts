@@ -23,6 +23,17 @@ export interface EncryptionOptions {
   recipients?: string[];
   /** An age identity file: restore, diff and verify of contents decrypt with it (BAKKER_PASSPHRASE opens a protected one). */
   identity?: string;
+  /** zstd level: files are compressed before encryption (those that shrink). */
+  compression?: number;
+}
+
+/** "zstd" (level 3), "zstd:N" (1-19) or "none" -> a level (0: off); null when not one of those. */
+export function parseCompression(v: string): number | null {
+  if (v === 'none') return 0;
+  const m = /^zstd(?::(\d{1,2}))?$/.exec(v);
+  if (!m) return null;
+  const level = m[1] === undefined ? 3 : Number(m[1]);
+  return level >= 1 && level <= 19 ? level : null;
 }
 
 /**
@@ -39,13 +50,19 @@ async function withEncryption(store: Store, enc: EncryptionOptions | undefined):
     throw err;
   }
   const recipients = enc?.recipients ?? [];
-  if (!encrypted && recipients.length === 0) return store;
+  if (!encrypted && recipients.length === 0) {
+    if (enc?.compression) {
+      await store.close();
+      throw new BakkerError('CONFIG', `compression is done on encrypted stores (for now): give the target encryption recipients, or drop compression for ${store.url}`);
+    }
+    return store;
+  }
   try {
     const { parseRecipient, loadIdentities } = await import('../crypto/age.js');
     const { EncryptedStore } = await import('../crypto/encrypted-store.js');
     const { stateDir } = await import('../util/state-dir.js');
     const identities = enc?.identity ? await loadIdentities(enc.identity, process.env.BAKKER_PASSPHRASE) : undefined;
-    return new EncryptedStore(store, { recipients: recipients.map(parseRecipient), ...(identities ? { identities, identityFile: enc!.identity! } : {}), stateDir: stateDir() });
+    return new EncryptedStore(store, { recipients: recipients.map(parseRecipient), ...(identities ? { identities, identityFile: enc!.identity! } : {}), stateDir: stateDir(), ...(enc?.compression ? { compression: enc.compression } : {}) });
   } catch (err) {
     await store.close();
     throw err;

@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { bakker, jsonLines } from '../helpers/cli.js';
 import { startSshd, type Sshd, type SftpAccount } from '../helpers/sshd.js';
 import { build, requireTool, rmrf, sh, tempDir } from '../helpers/tree.js';
@@ -344,4 +345,57 @@ test('sftp:// encrypted store: a local plain target copied to an encrypted remot
   const vNoState = bakker(['verify', '--store', url, ...ssh], { env: { BAKKER_STATE_DIR: state('sftp-fresh') } });
   assert.equal(vNoState.code, 0, vNoState.stdout + vNoState.stderr);
   fs.writeFileSync(path.join(src, 'edit.txt'), 'v1');
+});
+
+test('compression: zstd before encryption for files that shrink (recorded in the impl), age | zstd -d opens them, unchanged ones stay links', () => {
+  requireTool('zstd');
+  const st = state('zstd');
+  const env = { BAKKER_STATE_DIR: st };
+  const zsrc = path.join(work, 'zsrc');
+  const text = Buffer.from(Array.from({ length: 300_000 }, (_, i) => `line ${i} of a log file\n`).join('')); // ~7 MiB: several frames
+  build(zsrc, [
+    { file: 'log.txt', content: text },
+    { file: 'small.conf', content: 'key = value\n'.repeat(400) },
+    { file: 'random.bin', content: randomBytes(2_000_000) },
+    { file: 'tiny', content: 'x' },
+  ]);
+  const store = path.join(work, 'zstd-store');
+  const r1 = bakker(['backup', zsrc, '--store', store, '--recipient', recipient, '--compress', 'zstd:5', '--checksum', 'sha256'], { env });
+  assert.equal(r1.code, 0, r1.stderr);
+  const snap = fs.readlinkSync(path.join(store, 'latest'));
+  const impl = zlib.gunzipSync(execFileSync('age', ['-d', '-i', id, path.join(store, `${snap}.impl.age`)])).toString('utf8');
+  const zOf = (name: string) => {
+    const line = impl.split('\n').find((l) => l.includes(`/${name}"`))!;
+    return (JSON.parse(line) as { z?: string }).z;
+  };
+  assert.equal(zOf('log.txt'), 'zstd');
+  assert.equal(zOf('small.conf'), 'zstd');
+  assert.equal(zOf('random.bin'), undefined, 'incompressible: stored as it is');
+  assert.equal(zOf('tiny'), undefined);
+  const objOf = (rel: string) => {
+    const dir = path.join(st, 'crypt');
+    const k = JSON.parse(fs.readFileSync(path.join(dir, fs.readdirSync(dir)[0]!, 'keys.json'), 'utf8')) as { current: string; keys: Record<string, string> };
+    return path.join(store, snap, objectName(storeKeys(Buffer.from(k.keys[k.current]!, 'base64')), Buffer.from(path.join(zsrc, rel).slice(1))));
+  };
+  assert.ok(fs.statSync(objOf('log.txt')).size < text.length / 4, 'compressed before encryption');
+  // The stock tools open one object: age, then zstd.
+  const opened = execFileSync('zstd', ['-d', '-c'], { input: execFileSync('age', ['-d', '-i', id, objOf('log.txt')]), maxBuffer: 64 << 20 });
+  assert.ok(opened.equals(text));
+
+  const r2 = bakker(['backup', zsrc, '--store', store, '--recipient', recipient, '--compress', 'zstd:5', '--checksum', 'sha256', '--json'], { env });
+  assert.equal(r2.code, 0, r2.stderr);
+  assert.equal(summaryOf(r2.stdout).copied, 0);
+  const snap2 = fs.readlinkSync(path.join(store, 'latest'));
+  assert.equal(fs.statSync(objOf('log.txt').replace(snap, snap2)).ino, fs.statSync(objOf('log.txt')).ino);
+  const to = path.join(work, 'zstd-restored');
+  const rr = bakker(['restore', '--store', store, '--snapshot', 'latest', '--to', to, '--key', id], { env });
+  assert.equal(rr.code, 0, rr.stderr);
+  assert.equal(sh('rsync', ['-aHAXn', '--checksum', '--itemize-changes', `${zsrc}/`, `${path.join(to, zsrc)}/`]).trim(), '');
+  const v = bakker(['verify', '--store', store, '--key', id], { env });
+  assert.equal(v.code, 0, v.stdout + v.stderr);
+
+  const plain = bakker(['backup', zsrc, '--store', path.join(work, 'zstd-plain'), '--compress', 'zstd'], { env });
+  assert.equal(plain.code, 2);
+  assert.match(plain.stderr, /compression is done on encrypted stores \(for now\)/);
+  assert.match(bakker(['backup', zsrc, '--store', store, '--compress', 'lz4'], { env }).stderr, /--compress lz4: expected zstd, zstd:LEVEL \(1-19\) or none/);
 });
