@@ -39,8 +39,8 @@ Options:
                            becomes an encrypted one; see docs/ENCRYPTION.md)
       --key FILE           the age identity of an encrypted store (only needed when
                            this server has lost its copy of the store's key)
-      --compress zstd[:N]  encrypted stores: zstd (level N, default 3) before
-                           encryption, for files that shrink; none: off
+      --compress zstd[:N]  zstd (level N, default 3) for files that shrink by 1/16
+                           or more (before encryption on an encrypted store); none: off
       --reconnect-for SECS sftp://: retry a dropped connection this long, then
                            resume where the run was (default 300; 0: fail at once)
   -c, --config FILE        read sources, excludes and targets from a YAML config

@@ -221,7 +221,6 @@ export function parseConfig(text: string, file: string): Config {
     if (t.compression !== undefined) {
       const level = typeof t.compression === 'string' ? parseCompression(t.compression) : null;
       if (level === null) c.fail(['targets', name, 'compression'], `expected zstd, zstd:LEVEL (1-19) or none, got ${JSON.stringify(t.compression)}`);
-      if (level && !target.encryption) c.fail(['targets', name, 'compression'], 'compression is done on encrypted targets (for now): add encryption: {recipients: [...]}, or remove it');
       if (level) target.compression = level;
     }
     targets.push(target);

@@ -10,6 +10,7 @@ import type { Emit } from '../engine/events.js';
 import { readSmall, SourceError, sourceState, type FileMeta, type LocalSource, type PutResult, type Store, type StoreCaps, type StoreStat } from '../store/store.js';
 import { display } from '../util/bpath.js';
 import { native } from '../native.js';
+import { shrinks, unzstd, ZSTD_CHUNK } from '../util/zstd.js';
 import { createHasher, type HashAlgo } from '../util/hash.js';
 import { decrypt, encrypt, encryptBuffer, type Identity } from './age.js';
 import { objectName, objectTag, storeKeys, type StoreKeys } from './objects.js';
@@ -89,51 +90,6 @@ function where(p: Buffer): Where {
 const age = (p: Buffer) => Buffer.concat([p, Buffer.from('.age')]);
 const OBJECTS_SUFFIX = '.objects';
 const READ_CHUNK = 256 * 1024;
-/** Compressed files are cut into zstd frames of this much content (each compressed on its own). */
-const ZSTD_CHUNK = 1 << 20;
-
-/** Whether compressing is worth it: at least 1/16 and 64 bytes smaller. */
-function shrinks(packed: number, plain: number): boolean {
-  return packed <= plain - Math.max(64, plain >> 4);
-}
-
-/** zstd frames back into their content (the frames as bakker writes them: each with its content size). */
-async function* unzstd(source: AsyncIterable<Buffer>, what: string): AsyncGenerator<Buffer> {
-  const parts: Buffer[] = [];
-  let held = 0;
-  let tried = 0;
-  const damaged = (why: string) => new BakkerError('VERIFY', `${what} is damaged: its zstd data ${why}`);
-  const frames = function* (final: boolean): Generator<Buffer> {
-    // A frame's end is known only once all of it is here: look again every 256 KiB, and at the end.
-    if (!final && held - tried < 256 * 1024) return;
-    let buf = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-    parts.length = 0;
-    for (;;) {
-      let f: [number, number] | null;
-      try {
-        f = buf.length ? native.zstdFrame(buf) : null;
-      } catch (err) {
-        throw damaged(errMessage(err));
-      }
-      if (!f) break;
-      try {
-        yield native.zstdDecompressSync(buf.subarray(0, f[0]), f[1]);
-      } catch (err) {
-        throw damaged(errMessage(err));
-      }
-      buf = buf.subarray(f[0]);
-    }
-    if (buf.length) parts.push(buf);
-    held = tried = buf.length;
-  };
-  for await (const c of source) {
-    parts.push(c);
-    held += c.length;
-    yield* frames(false);
-  }
-  yield* frames(true);
-  if (held > 0) throw damaged('ends inside a frame');
-}
 const { O_RDONLY, O_NOFOLLOW } = fs.constants;
 
 /** Files up to this size are read at once on the main thread. */
@@ -465,10 +421,10 @@ export class EncryptedStore implements Store, Crypt {
     if (!w) throw new BakkerError('STORE', `internal: ${p.toString()} is not an object path`);
     const { p: dest, obj } = await this.mapped(w, true);
     const keys = await this.keysOf(w.owner);
+    const level = src.compressed ? 0 : (this.opts.compression ?? 0); // a copy of a compressed file: not again
     const small = readSmall(src.path, SYNC_READ);
     if (small) {
       // Read on this thread (one read from the page cache costs less than hops to the thread pool).
-      const level = this.opts.compression ?? 0;
       const packed = level ? native.zstdCompressSync(small.data, level) : null;
       const z = packed !== null && shrinks(packed.length, small.data.length);
       const sealed = encryptBuffer(z ? packed! : small.data, this.opts.recipients);
@@ -503,7 +459,6 @@ export class EncryptedStore implements Store, Crypt {
           throw new SourceError(errnoCode(err) ?? 'EIO', (err as Error).message);
         }
       };
-      const level = this.opts.compression ?? 0;
       const chunk = level ? ZSTD_CHUNK : READ_CHUNK;
       async function* plain(): AsyncGenerator<Buffer> {
         for (;;) {

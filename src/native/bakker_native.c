@@ -895,7 +895,7 @@ static napi_value scan_dir(napi_env env, napi_callback_info info) {
 }
 
 /* ---- zstd (libzstd.so.1, which every Debian system has; declared here so no -dev package is needed) ----
- *   zstdCompress(src, level)      -> Promise<Buffer>: one zstd frame (with its content size), on the thread pool
+ *   zstdCompress(src, level)      -> Promise<Buffer>: one zstd frame (with its content size and checksum), on the thread pool
  *   zstdCompressSync(src, level)  -> Buffer: the same, on this thread (small inputs)
  *   zstdFrame(buf)                -> [compressed size, content size] of the first frame in buf, or null
  *                                    when buf does not yet hold all of it; throws on a malformed frame
@@ -905,7 +905,10 @@ typedef struct ZSTD_CCtx_s ZSTD_CCtx;
 typedef struct ZSTD_DCtx_s ZSTD_DCtx;
 extern ZSTD_CCtx *ZSTD_createCCtx(void);
 extern ZSTD_DCtx *ZSTD_createDCtx(void);
-extern size_t ZSTD_compressCCtx(ZSTD_CCtx *, void *, size_t, const void *, size_t, int);
+extern size_t ZSTD_compress2(ZSTD_CCtx *, void *, size_t, const void *, size_t);
+extern size_t ZSTD_CCtx_setParameter(ZSTD_CCtx *, int, int);
+#define ZSTD_c_compressionLevel 100
+#define ZSTD_c_checksumFlag 201
 extern size_t ZSTD_decompressDCtx(ZSTD_DCtx *, void *, size_t, const void *, size_t);
 extern size_t ZSTD_compressBound(size_t);
 extern unsigned ZSTD_isError(size_t);
@@ -920,10 +923,14 @@ extern unsigned long long ZSTD_getFrameContentSize(const void *, size_t);
 static __thread ZSTD_CCtx *tl_cctx;
 static __thread ZSTD_DCtx *tl_dctx;
 
+/* One frame with its content size and a content checksum (zstd -d and our reader check it). */
 static size_t zstd_compress_into(void *dst, size_t cap, const void *src, size_t len, int level) {
   if (!tl_cctx) tl_cctx = ZSTD_createCCtx();
   if (!tl_cctx) return (size_t)-1;
-  return ZSTD_compressCCtx(tl_cctx, dst, cap, src, len, level);
+  size_t r = ZSTD_CCtx_setParameter(tl_cctx, ZSTD_c_compressionLevel, level);
+  if (!ZSTD_isError(r)) r = ZSTD_CCtx_setParameter(tl_cctx, ZSTD_c_checksumFlag, 1);
+  if (ZSTD_isError(r)) return r;
+  return ZSTD_compress2(tl_cctx, dst, cap, src, len);
 }
 
 static void free_buf(napi_env env, void *data, void *hint) { (void)env; (void)hint; free(data); }
@@ -969,7 +976,8 @@ static void zcomp_complete(napi_env env, napi_status status, void *data) {
   free(j);
 }
 
-static int zstd_args(napi_env env, napi_callback_info info, napi_value *jsrc, void **src, size_t *len, int *level) {
+/* The zstd functions' arguments: a Buffer, then a number (a level or a size; 0 when absent). */
+static int buffer_and_number(napi_env env, napi_callback_info info, napi_value *jbuf, void **src, size_t *len, double *num) {
   size_t argc = 2;
   napi_value argv[2];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
@@ -977,43 +985,39 @@ static int zstd_args(napi_env env, napi_callback_info info, napi_value *jsrc, vo
   if (argc >= 1) napi_is_buffer(env, argv[0], &is_buf);
   if (!is_buf) { napi_throw_type_error(env, NULL, "expected a Buffer"); return 0; }
   napi_get_buffer_info(env, argv[0], src, len);
-  *jsrc = argv[0];
-  int32_t l = 0;
-  if (argc >= 2) napi_get_value_int32(env, argv[1], &l);
-  *level = l;
+  *jbuf = argv[0];
+  *num = 0;
+  if (argc >= 2) napi_get_value_double(env, argv[1], num);
   return 1;
 }
 
 static napi_value zstd_compress(napi_env env, napi_callback_info info) {
   napi_value jsrc;
+  double level;
   ZJob *j = calloc(1, sizeof *j);
-  if (!zstd_args(env, info, &jsrc, (void **)&j->src, &j->len, &j->level)) { free(j); return NULL; }
+  if (!buffer_and_number(env, info, &jsrc, (void **)&j->src, &j->len, &level)) { free(j); return NULL; }
+  j->level = (int)level;
   napi_create_reference(env, jsrc, 1, &j->src_ref); /* the input stays alive while the job reads it */
   return queue_job(env, "bakker.zstdCompress", zcomp_execute, zcomp_complete, j, &j->deferred, &j->work);
 }
 
 static napi_value zstd_compress_sync(napi_env env, napi_callback_info info) {
   napi_value jsrc, buf;
-  void *src; size_t len; int level;
-  if (!zstd_args(env, info, &jsrc, &src, &len, &level)) return NULL;
+  void *src; size_t len; double level;
+  if (!buffer_and_number(env, info, &jsrc, &src, &len, &level)) return NULL;
   size_t cap = ZSTD_compressBound(len);
   void *out = malloc(cap ? cap : 1);
   if (!out) { napi_throw_error(env, NULL, "out of memory"); return NULL; }
-  size_t r = zstd_compress_into(out, cap, src, len, level);
+  size_t r = zstd_compress_into(out, cap, src, len, (int)level);
   if (r == (size_t)-1 || ZSTD_isError(r)) { free(out); napi_throw_error(env, NULL, r == (size_t)-1 ? "no zstd context" : ZSTD_getErrorName(r)); return NULL; }
   napi_create_external_buffer(env, r, out, free_buf, NULL, &buf);
   return buf;
 }
 
 static napi_value zstd_frame(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], out, a, b;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  void *src; size_t len;
-  bool is_buf = false;
-  if (argc >= 1) napi_is_buffer(env, argv[0], &is_buf);
-  if (!is_buf) { napi_throw_type_error(env, NULL, "expected a Buffer"); return NULL; }
-  napi_get_buffer_info(env, argv[0], &src, &len);
+  napi_value jbuf, out, a, b;
+  void *src; size_t len; double unused;
+  if (!buffer_and_number(env, info, &jbuf, &src, &len, &unused)) return NULL;
   unsigned long long content = ZSTD_getFrameContentSize(src, len);
   if (content == ZSTD_CONTENTSIZE_ERROR) {
     if (len < 18) { napi_get_null(env, &out); return out; } /* maybe only a partial header so far */
@@ -1032,16 +1036,9 @@ static napi_value zstd_frame(napi_env env, napi_callback_info info) {
 }
 
 static napi_value zstd_decompress_sync(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2], buf;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  void *src; size_t len;
-  bool is_buf = false;
-  if (argc >= 1) napi_is_buffer(env, argv[0], &is_buf);
-  if (!is_buf) { napi_throw_type_error(env, NULL, "expected a Buffer"); return NULL; }
-  napi_get_buffer_info(env, argv[0], &src, &len);
-  double n = 0;
-  if (argc >= 2) napi_get_value_double(env, argv[1], &n);
+  napi_value jbuf, buf;
+  void *src; size_t len; double n;
+  if (!buffer_and_number(env, info, &jbuf, &src, &len, &n)) return NULL;
   if (n < 0 || n > ZSTD_MAX_CONTENT) { napi_throw_range_error(env, NULL, "content size out of range"); return NULL; }
   void *out = malloc(n > 0 ? (size_t)n : 1);
   if (!out) { napi_throw_error(env, NULL, "out of memory"); return NULL; }

@@ -51,11 +51,9 @@ async function withEncryption(store: Store, enc: EncryptionOptions | undefined):
   }
   const recipients = enc?.recipients ?? [];
   if (!encrypted && recipients.length === 0) {
-    if (enc?.compression) {
-      await store.close();
-      throw new BakkerError('CONFIG', `compression is done on encrypted stores (for now): give the target encryption recipients, or drop compression for ${store.url}`);
-    }
-    return store;
+    if (!enc?.compression) return store;
+    const { CompressedStore } = await import('./compressed-store.js');
+    return new CompressedStore(store, enc.compression);
   }
   try {
     const { parseRecipient, loadIdentities } = await import('../crypto/age.js');

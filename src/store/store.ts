@@ -57,6 +57,8 @@ export interface LocalSource {
   path: Buffer;
   /** Copy holes as holes. */
   sparse: boolean;
+  /** The file is a zstd-compressed stored copy (a copy from a snapshot): stored as it is, not compressed again. */
+  compressed?: boolean;
 }
 
 /** The source as the store saw it: `before` at open, `after` once copied. */

@@ -280,7 +280,7 @@ export class StoreWriter {
     for (let attempt = 1; ; attempt++) {
       let res: PutResult;
       try {
-        res = await this.store.putFile(dest, { path: abs, sparse: e.sparse === true }, { mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime }, this.checksum);
+        res = await this.store.putFile(dest, { path: abs, sparse: e.sparse === true, ...(this.frozen && e.z ? { compressed: true } : {}) }, { mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime }, this.checksum);
       } catch (err) {
         if (err instanceof SourceError) return this.unreadable(e, err);
         this.checkDirs();

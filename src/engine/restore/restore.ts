@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
+import { unzstd } from '../../util/zstd.js';
 import { BakkerError, errnoCode } from '../../errors.js';
 import { TYPE_MODE, type Entry } from '../../manifest/entry.js';
 import { ImplReader } from '../../manifest/impl-io.js';
@@ -181,11 +182,11 @@ async function restoreFile(store: Store, src: Buffer, e: Entry, tmp: Buffer): Pr
     } catch (err) {
       throw new BakkerError('IO', `stored copy of ${display(e.path)} cannot be read (${errnoCode(err) ?? String(err)}): the store is damaged; run 'bakker verify'`, { cause: err });
     }
-    if (opened.size !== e.size) {
+    if (opened.size !== e.size && e.z === undefined) {
       opened.stream.destroy();
       throw new BakkerError('IO', `stored copy of ${display(e.path)} has ${opened.size} bytes where the impl says ${e.size}: the store is damaged; run 'bakker verify'`);
     }
-    stream = opened.stream;
+    stream = e.z === 'zstd' ? Readable.from(unzstd(opened.stream, `stored copy of ${display(e.path)}`)) : opened.stream;
   }
   const algo = e.sum ? algoOfSum(e.sum) : undefined;
   const hasher = algo ? createHasher(algo) : undefined;

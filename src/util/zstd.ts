@@ -1,0 +1,48 @@
+import { BakkerError, errMessage } from '../errors.js';
+import { native } from '../native.js';
+
+/** Compressed files are cut into zstd frames of this much content (each compressed on its own). */
+export const ZSTD_CHUNK = 1 << 20;
+
+/** Whether compressing is worth it: at least 1/16 and 64 bytes smaller. */
+export function shrinks(packed: number, plain: number): boolean {
+  return packed <= plain - Math.max(64, plain >> 4);
+}
+
+/** zstd frames back into their content (the frames as bakker writes them: each with its content size). */
+export async function* unzstd(source: AsyncIterable<Buffer>, what: string): AsyncGenerator<Buffer> {
+  const parts: Buffer[] = [];
+  let held = 0;
+  let tried = 0;
+  const damaged = (why: string) => new BakkerError('VERIFY', `${what} is damaged: its zstd data ${why}`);
+  const frames = function* (final: boolean): Generator<Buffer> {
+    // A frame's end is known only once all of it is here: look again every 256 KiB, and at the end.
+    if (!final && held - tried < 256 * 1024) return;
+    let buf = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    parts.length = 0;
+    for (;;) {
+      let f: [number, number] | null;
+      try {
+        f = buf.length ? native.zstdFrame(buf) : null;
+      } catch (err) {
+        throw damaged(errMessage(err));
+      }
+      if (!f) break;
+      try {
+        yield native.zstdDecompressSync(buf.subarray(0, f[0]), f[1]);
+      } catch (err) {
+        throw damaged(errMessage(err));
+      }
+      buf = buf.subarray(f[0]);
+    }
+    if (buf.length) parts.push(buf);
+    held = tried = buf.length;
+  };
+  for await (const c of source) {
+    parts.push(c);
+    held += c.length;
+    yield* frames(false);
+  }
+  yield* frames(true);
+  if (held > 0) throw damaged('ends inside a frame');
+}
