@@ -344,6 +344,17 @@ test('sftp:// encrypted store: a local plain target copied to an encrypted remot
   assert.equal(v.code, 0, v.stdout + v.stderr);
   const vNoState = bakker(['verify', '--store', url, ...ssh], { env: { BAKKER_STATE_DIR: state('sftp-fresh') } });
   assert.equal(vNoState.code, 0, vNoState.stdout + vNoState.stderr);
+  // list, diff and prune over SFTP (this server's impl copies: no identity).
+  const list = bakker(['list', '--store', url, '--json', ...ssh], { env });
+  assert.deepEqual(jsonLines(list.stdout).filter((e) => e.event === 'snapshot').map((e) => e.name), [n1, n2]);
+  const diff = bakker(['diff', '--store', url, n1, n2, ...ssh], { env });
+  assert.equal(diff.code, 0, diff.stderr);
+  assert.match(diff.stdout, /edit\.txt/);
+  const pr = bakker(['prune', '-c', cfg, '--target', 'offsite', '--keep-last', '1', '--json'], { env });
+  assert.equal(pr.code, 0, pr.stderr);
+  assert.deepEqual(fs.readdirSync(onServer).filter((n) => n.startsWith('20')).sort(), [n2, `${n2}.diff`, `${n2}.impl.age`, `${n2}.objects`]);
+  const v2 = bakker(['verify', '--store', url, '--key', id, ...ssh], { env });
+  assert.equal(v2.code, 0, v2.stdout + v2.stderr);
   fs.writeFileSync(path.join(src, 'edit.txt'), 'v1');
 });
 
@@ -420,4 +431,31 @@ test('compression: zstd (before encryption, or on a plain store) for files that 
   assert.notEqual(bad.code, 0);
   assert.match(bad.stderr, /small\.conf/);
   assert.match(bakker(['backup', zsrc, '--store', store, '--compress', 'lz4'], { env }).stderr, /--compress lz4: expected zstd, zstd:LEVEL \(1-19\) or none/);
+});
+
+test('a killed run on an encrypted store: earlier snapshots and latest intact, no leftovers, the next run completes', () => {
+  const env = { BAKKER_STATE_DIR: state('kill') };
+  const ksrc = path.join(work, 'ksrc');
+  build(ksrc, Array.from({ length: 600 }, (_, i) => ({ file: `d${i % 7}/f${i}`, content: `file ${i}\n`.repeat(i % 50) })));
+  const store = path.join(work, 'kill-store');
+  assert.equal(bakker(['backup', ksrc, '--store', store, '--recipient', recipient], { env }).code, 0);
+  const complete = () => fs.readdirSync(store).filter((n) => n.endsWith('.impl.age')).map((n) => n.slice(0, -9)).sort();
+  for (const [i, point] of ['mid-walk', 'before-publish', 'after-tree-rename', 'after-impl-rename', 'after-latest'].entries()) {
+    fs.writeFileSync(path.join(ksrc, `d1/f${i}`), `changed ${point}`);
+    const before = complete();
+    const killed = bakker(['backup', ksrc, '--store', store, '--recipient', recipient], { env: { ...env, BAKKER_FAULT: point } });
+    assert.equal(killed.code, -1, `killed at ${point}`);
+    for (const n of before) assert.ok(complete().includes(n), `${n} survived ${point}`);
+    assert.ok(complete().includes(fs.readlinkSync(path.join(store, 'latest'))), `latest is complete after ${point}`);
+    const again = bakker(['backup', ksrc, '--store', store, '--recipient', recipient], { env });
+    assert.equal(again.code, 0, again.stderr);
+    assert.deepEqual(fs.readdirSync(path.join(store, '.bakker/run')), []);
+    const names = fs.readdirSync(store);
+    for (const n of names.filter((x) => /^\d{4}_\d\d_\d\d_\d\d$/.test(x))) assert.ok(names.includes(`${n}.impl.age`) && names.includes(`${n}.objects`), `${n} is complete with its object list`);
+  }
+  const v = bakker(['verify', '--store', store, '--snapshot', 'all', '--key', id], { env });
+  assert.equal(v.code, 0, v.stdout + v.stderr);
+  const to = path.join(work, 'kill-restored');
+  assert.equal(bakker(['restore', '--store', store, '--snapshot', 'latest', '--to', to, '--key', id], { env }).code, 0);
+  assert.equal(sh('rsync', ['-aHAXn', '--checksum', '--itemize-changes', `${ksrc}/`, `${path.join(to, ksrc)}/`]).trim(), '');
 });
