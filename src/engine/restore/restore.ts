@@ -37,7 +37,7 @@ export interface RestoreResult {
   warnings: number;
 }
 
-const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
+const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
 
 function unsafe(msg: string): BakkerError {
   return new BakkerError('UNSAFE', `${msg}; nothing is written outside the target`);
@@ -79,6 +79,8 @@ export async function runRestore(opts: RestoreOptions): Promise<RestoreResult> {
   const abs = (p: Buffer) => join(root, p);
   const selected = (p: Buffer) => includes.length === 0 || includes.some((i) => isWithin(p, i) || isWithin(i, p));
   const matchedIncludes = new Set<number>();
+  // The store's folder + '/', when small files can be read from it directly.
+  const small = store.localRoot && !store.crypt ? Buffer.from(`${store.localRoot}/`) : null;
 
   try {
     for (let e = await reader.next(); e; e = await reader.next()) {
@@ -123,6 +125,12 @@ export async function runRestore(opts: RestoreOptions): Promise<RestoreResult> {
       if (entry.type === 'file') {
         result.files++;
         result.bytes += entry.size;
+      }
+      if (small && entry.type === 'file' && entry.size <= SMALL && !entry.sparse && entry.z === undefined) {
+        // A small file of a local store: read and written on this thread, from and into the page cache.
+        restoreSmall(Buffer.concat([small, join(tree, entry.path)]), entry, tmp, dest, ctx);
+        resolveDone();
+        continue;
       }
       await pool.add(async () => {
         try {
@@ -170,6 +178,47 @@ async function restoreOne(store: Store, src: Buffer, e: Entry, tmp: Buffer, ctx:
       native.mknod(tmp, TYPE_MODE[e.type] | (e.mode & 0o7777), e.rdev ?? 0);
   }
   await applyMeta(tmp, e, ctx);
+}
+
+/** Files up to this size are restored in one read and one write on the main thread. */
+const SMALL = 64 * 1024;
+
+/** A small file: the stored copy read whole (never through a symlink), written under `tmp` with its metadata, renamed to `dest`. */
+function restoreSmall(src: Buffer, e: Entry, tmp: Buffer, dest: Buffer, ctx: MetaContext): void {
+  let data: Buffer;
+  try {
+    const fd = fs.openSync(src, O_RDONLY | O_NOFOLLOW);
+    try {
+      const st = fs.fstatSync(fd);
+      if (!st.isFile() || st.size !== e.size) throw new BakkerError('IO', `stored copy of ${display(e.path)} has ${st.isFile() ? `${st.size} bytes where the impl says ${e.size}` : 'the wrong type'}: the store is damaged; run 'bakker verify'`);
+      data = Buffer.allocUnsafe(e.size);
+      if (e.size > 0 && fs.readSync(fd, data, 0, e.size, 0) !== e.size) throw new BakkerError('IO', `stored copy of ${display(e.path)} is shorter than the impl says: the store is damaged; run 'bakker verify'`);
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch (err) {
+    if (err instanceof BakkerError) throw err;
+    throw new BakkerError('IO', `stored copy of ${display(e.path)} cannot be read (${errnoCode(err) ?? String(err)}): the store is damaged; run 'bakker verify'`, { cause: err });
+  }
+  const algo = e.sum ? algoOfSum(e.sum) : undefined;
+  if (algo) {
+    const h = createHasher(algo);
+    h.update(data);
+    if (h.digest() !== e.sum) throw new BakkerError('IO', `stored copy of ${display(e.path)} does not match its checksum: the store is damaged; run 'bakker verify'`);
+  }
+  try {
+    const fd = fs.openSync(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+    try {
+      if (data.length > 0) fs.writeSync(fd, data);
+    } finally {
+      fs.closeSync(fd);
+    }
+    applyMeta(tmp, e, ctx);
+    fs.renameSync(tmp, dest);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw err;
+  }
 }
 
 async function restoreFile(store: Store, src: Buffer, e: Entry, tmp: Buffer): Promise<void> {
