@@ -297,6 +297,29 @@ function openHeader(data: Buffer, identities: Identity[], passphrase?: string): 
   return { fileKey: fileKey!, payloadAt: macLineEnd + 1 };
 }
 
+/** A whole age file decrypted at once (small files; the same checks as decrypt()). */
+export function decryptBuffer(data: Buffer, identities: Identity[]): Buffer {
+  const fail = (why: string): never => {
+    throw new BakkerError('IMPL', `encrypted file damaged or altered: ${why}`);
+  };
+  const { fileKey, payloadAt } = openHeader(data, identities);
+  if (data.length < payloadAt + 16) fail('too short for an age file');
+  const key = hkdf(fileKey, data.subarray(payloadAt, payloadAt + 16), 'payload');
+  const out: Buffer[] = [];
+  let at = payloadAt + 16;
+  let n = 0;
+  for (; data.length - at > CHUNK + TAG; at += CHUNK + TAG) {
+    const plain = aeadOpen(key, chunkNonce(n++, false), data.subarray(at, at + CHUNK + TAG));
+    if (!plain) fail(`chunk ${n - 1} does not authenticate`);
+    out.push(plain!);
+  }
+  const last = aeadOpen(key, chunkNonce(n, true), data.subarray(at));
+  if (!last) fail(n === 0 && at === data.length ? 'no payload' : 'the last chunk does not authenticate (truncated or extended?)');
+  if (last!.length === 0 && n > 0) fail('an empty last chunk after full ones');
+  out.push(last!);
+  return out.length === 1 ? out[0]! : Buffer.concat(out);
+}
+
 /**
  * Decrypts an age file (X25519 recipients) with one of `identities`. Any change to the file
  * (header, a chunk, its order or its length) fails with an IMPL error.

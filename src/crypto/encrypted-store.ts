@@ -12,7 +12,7 @@ import { display } from '../util/bpath.js';
 import { native } from '../native.js';
 import { shrinks, unzstd, ZSTD_CHUNK } from '../util/zstd.js';
 import { createHasher, type HashAlgo } from '../util/hash.js';
-import { decrypt, encrypt, encryptBuffer, type Identity } from './age.js';
+import { decrypt, decryptBuffer, encrypt, encryptBuffer, type Identity } from './age.js';
 import { objectName, objectTag, storeKeys, type StoreKeys } from './objects.js';
 
 /**
@@ -38,6 +38,11 @@ export interface Crypt {
   prepare(previous: string | null, complete: string[], emit: Emit): Promise<Record<string, unknown>>;
   /** The plaintext of entry `e`'s object (tree path `p`), checked against its tag; errors name the entry. */
   openPlain(p: Buffer, e: Entry): Promise<Readable>;
+  /**
+   * The plaintext of a small file's object read at once on this thread (a local store), checked
+   * like openPlain; null when the object is not small or the store is not local (use openPlain).
+   */
+  readSmallPlain(p: Buffer, e: Entry): Promise<Buffer | null>;
   /** Reads entry `e`'s object and checks its tag (needs no identity); a problem's text, or null. */
   checkTag(p: Buffer, e: Entry): Promise<string | null>;
   /** Whether the impl of `name` can be read here (a local copy, or the identity). */
@@ -210,13 +215,18 @@ export class EncryptedStore implements Store, Crypt {
     try {
       yield* decrypt(source, this.opts.identities!);
     } catch (err) {
-      if (err instanceof BakkerError && err.code === 'VERIFY') throw err;
-      const msg = errMessage(err);
-      if (msg.includes('none of the identities')) {
-        throw new BakkerError('CONFIG', `cannot decrypt ${what}: the identity ${this.opts.identityFile ?? ''} is not one of the recipients it was written for: give the right --key`.replace('  ', ' '), { cause: err });
-      }
-      throw new BakkerError('VERIFY', `${what} is damaged or was altered on the store (${msg})`, { cause: err });
+      throw this.decryptError(err, what);
     }
+  }
+
+  /** What a failed decryption of `what` means: a wrong identity, or damage. */
+  private decryptError(err: unknown, what: string): BakkerError {
+    if (err instanceof BakkerError && err.code === 'VERIFY') return err;
+    const msg = errMessage(err);
+    if (msg.includes('none of the identities')) {
+      return new BakkerError('CONFIG', `cannot decrypt ${what}: the identity ${this.opts.identityFile ?? ''} is not one of the recipients it was written for: give the right --key`.replace('  ', ' '), { cause: err });
+    }
+    return new BakkerError('VERIFY', `${what} is damaged or was altered on the store (${msg})`, { cause: err });
   }
 
   /** The header of `name`'s impl, decrypted with the identity. */
@@ -708,6 +718,45 @@ export class EncryptedStore implements Store, Crypt {
     const what = `the stored object of ${display(e.path)}`;
     const plain = this.opened(this.tagged(p, e), what);
     return Readable.from(e.z === 'zstd' ? unzstd(plain, what) : plain);
+  }
+
+  async readSmallPlain(p: Buffer, e: Entry): Promise<Buffer | null> {
+    const root = this.inner.localRoot;
+    if (!root || !this.canDecrypt) return null;
+    const w = this.objOf(p)!;
+    const keys = await this.keysOf(w.owner);
+    const { p: m, obj } = await this.objectOf(p, e);
+    const what = `the stored object of ${display(e.path)}`;
+    let sealed: { data: Buffer } | null;
+    try {
+      sealed = readSmall(Buffer.concat([Buffer.from(`${root}/`), m]), SYNC_READ + 4096);
+    } catch (err) {
+      throw new BakkerError('VERIFY', `${what} (${obj}) cannot be read (${(err as { code?: string }).code ?? errMessage(err)}): it is missing or damaged`, { cause: err });
+    }
+    if (!sealed) return null;
+    const t = objectTag(keys);
+    t.update(sealed.data);
+    if (e.tag !== undefined && t.digest() !== e.tag) throw new BakkerError('VERIFY', `${what} (${obj}) is not the one the impl names (its tag differs): it was modified, truncated or swapped`);
+    let plain: Buffer;
+    try {
+      plain = decryptBuffer(sealed.data, this.opts.identities!);
+    } catch (err) {
+      throw this.decryptError(err, what);
+    }
+    if (e.z !== 'zstd') return plain;
+    const f = (() => {
+      try {
+        return native.zstdFrame(plain);
+      } catch {
+        return null;
+      }
+    })();
+    if (!f || f[0] !== plain.length) return null; // several frames: the streaming reader takes it
+    try {
+      return native.zstdDecompressSync(plain, f[1]);
+    } catch (err) {
+      throw new BakkerError('VERIFY', `${what} is damaged: its zstd data ${errMessage(err)}`);
+    }
   }
 
   async checkTag(p: Buffer, e: Entry): Promise<string | null> {

@@ -81,6 +81,7 @@ export async function runRestore(opts: RestoreOptions): Promise<RestoreResult> {
   const matchedIncludes = new Set<number>();
   // The store's folder + '/', when small files can be read from it directly.
   const small = store.localRoot && !store.crypt ? Buffer.from(`${store.localRoot}/`) : null;
+  const crypt = store.crypt;
 
   try {
     for (let e = await reader.next(); e; e = await reader.next()) {
@@ -126,11 +127,14 @@ export async function runRestore(opts: RestoreOptions): Promise<RestoreResult> {
         result.files++;
         result.bytes += entry.size;
       }
-      if (small && entry.type === 'file' && entry.size <= SMALL && !entry.sparse && entry.z === undefined) {
+      if (entry.type === 'file' && entry.size <= SMALL && !entry.sparse && (small ? entry.z === undefined : crypt)) {
         // A small file of a local store: read and written on this thread, from and into the page cache.
-        restoreSmall(Buffer.concat([small, join(tree, entry.path)]), entry, tmp, dest, ctx);
-        resolveDone();
-        continue;
+        const data = small ? readStored(Buffer.concat([small, join(tree, entry.path)]), entry) : await crypt!.readSmallPlain(join(tree, entry.path), entry);
+        if (data) {
+          writeSmall(data, entry, tmp, dest, ctx);
+          resolveDone();
+          continue;
+        }
       }
       await pool.add(async () => {
         try {
@@ -183,8 +187,8 @@ async function restoreOne(store: Store, src: Buffer, e: Entry, tmp: Buffer, ctx:
 /** Files up to this size are restored in one read and one write on the main thread. */
 const SMALL = 64 * 1024;
 
-/** A small file: the stored copy read whole (never through a symlink), written under `tmp` with its metadata, renamed to `dest`. */
-function restoreSmall(src: Buffer, e: Entry, tmp: Buffer, dest: Buffer, ctx: MetaContext): void {
+/** A small file's stored copy, read whole (never through a symlink) and checked against the impl. */
+function readStored(src: Buffer, e: Entry): Buffer {
   let data: Buffer;
   try {
     const fd = fs.openSync(src, O_RDONLY | O_NOFOLLOW);
@@ -200,6 +204,12 @@ function restoreSmall(src: Buffer, e: Entry, tmp: Buffer, dest: Buffer, ctx: Met
     if (err instanceof BakkerError) throw err;
     throw new BakkerError('IO', `stored copy of ${display(e.path)} cannot be read (${errnoCode(err) ?? String(err)}): the store is damaged; run 'bakker verify'`, { cause: err });
   }
+  return data;
+}
+
+/** A small file's content written under `tmp` with its metadata (after checking its size and checksum), renamed to `dest`. */
+function writeSmall(data: Buffer, e: Entry, tmp: Buffer, dest: Buffer, ctx: MetaContext): void {
+  if (data.length !== e.size) throw new BakkerError('IO', `stored copy of ${display(e.path)} holds ${data.length} bytes where the impl says ${e.size}: the store is damaged; run 'bakker verify'`);
   const algo = e.sum ? algoOfSum(e.sum) : undefined;
   if (algo) {
     const h = createHasher(algo);
