@@ -17,6 +17,7 @@ const COUNT = Number(process.env.COUNT ?? 100000);
 const ROUNDS = Number(process.env.ROUNDS ?? 2);
 const W = path.resolve(process.env.BENCH_DIR ?? path.join(root, 'bench/work-enc'));
 const src = path.join(W, 'src');
+// Run as installed: through the bin's shebang (its node options: a small semi-space, --expose-gc).
 const bin = path.join(root, 'bin/bakker.js');
 
 function timed(label, cmd, args, env = {}) {
@@ -47,9 +48,9 @@ spawnSync('restic', ['init', '-q'], { env: { ...process.env, ...restic } });
 
 const rows = [];
 const round = (phase) => {
-  rows.push({ phase, tool: 'bakker', ...timed(`bakker ${phase}`, process.execPath, [bin, 'backup', src, '--store', path.join(W, 'plain')], env) });
-  rows.push({ phase, tool: 'bakker-enc', ...timed(`bakker encrypted ${phase}`, process.execPath, [bin, 'backup', src, '--store', path.join(W, 'enc'), '--recipient', recipient], env) });
-  rows.push({ phase, tool: 'bakker-encz', ...timed(`bakker encrypted+zstd ${phase}`, process.execPath, [bin, 'backup', src, '--store', path.join(W, 'encz'), '--recipient', recipient, '--compress', 'zstd'], env) });
+  rows.push({ phase, tool: 'bakker', ...timed(`bakker ${phase}`, bin, ['backup', src, '--store', path.join(W, 'plain')], env) });
+  rows.push({ phase, tool: 'bakker-enc', ...timed(`bakker encrypted ${phase}`, bin, ['backup', src, '--store', path.join(W, 'enc'), '--recipient', recipient], env) });
+  rows.push({ phase, tool: 'bakker-encz', ...timed(`bakker encrypted+zstd ${phase}`, bin, ['backup', src, '--store', path.join(W, 'encz'), '--recipient', recipient, '--compress', 'zstd'], env) });
   rows.push({ phase, tool: 'restic', ...timed(`restic ${phase}`, 'restic', ['backup', '-q', src], restic) });
 };
 round('full');
@@ -57,9 +58,9 @@ for (let i = 1; i <= ROUNDS; i++) {
   spawnSync('bash', [path.join(root, 'bench/make-tree.sh'), '--mutate', src, String(i)], { stdio: 'inherit' });
   round(`incremental ${i}`);
 }
-rows.push({ phase: 'restore', tool: 'bakker', ...timed('bakker restore', process.execPath, [bin, 'restore', '--store', path.join(W, 'plain'), '--snapshot', 'latest', '--to', path.join(W, 'r-plain')], env) });
-rows.push({ phase: 'restore', tool: 'bakker-enc', ...timed('bakker encrypted restore', process.execPath, [bin, 'restore', '--store', path.join(W, 'enc'), '--snapshot', 'latest', '--to', path.join(W, 'r-enc'), '--key', key], env) });
-rows.push({ phase: 'restore', tool: 'bakker-encz', ...timed('bakker encrypted+zstd restore', process.execPath, [bin, 'restore', '--store', path.join(W, 'encz'), '--snapshot', 'latest', '--to', path.join(W, 'r-encz'), '--key', key], env) });
+rows.push({ phase: 'restore', tool: 'bakker', ...timed('bakker restore', bin, ['restore', '--store', path.join(W, 'plain'), '--snapshot', 'latest', '--to', path.join(W, 'r-plain')], env) });
+rows.push({ phase: 'restore', tool: 'bakker-enc', ...timed('bakker encrypted restore', bin, ['restore', '--store', path.join(W, 'enc'), '--snapshot', 'latest', '--to', path.join(W, 'r-enc'), '--key', key], env) });
+rows.push({ phase: 'restore', tool: 'bakker-encz', ...timed('bakker encrypted+zstd restore', bin, ['restore', '--store', path.join(W, 'encz'), '--snapshot', 'latest', '--to', path.join(W, 'r-encz'), '--key', key], env) });
 rows.push({ phase: 'restore', tool: 'restic', ...timed('restic restore', 'restic', ['restore', 'latest', '--target', path.join(W, 'r-restic')], restic) });
 for (const r of ['r-enc', 'r-encz']) {
   const check = spawnSync('rsync', ['-aHn', '--itemize-changes', `${path.join(W, 'r-plain', src)}/`, `${path.join(W, r, src)}/`]).stdout.toString().trim();

@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHmac, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, randomBytes, scryptSync, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, createPrivateKey, createPublicKey, diffieHellman, randomBytes, scryptSync, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { BakkerError } from '../errors.js';
 
 /**
@@ -95,6 +95,8 @@ function publicKeyObject(raw: Buffer): KeyObject {
   return createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: raw.toString('base64url') }, format: 'jwk' });
 }
 const recipientKeys = new Map<string, KeyObject>();
+/** The X25519 base point (u = 9): X25519(secret, BASEPOINT) is the secret's public key. */
+const BASEPOINT = publicKeyObject(Buffer.concat([Buffer.from([9]), Buffer.alloc(31)]));
 function recipientKey(raw: Buffer): KeyObject {
   const k = raw.toString('hex');
   let o = recipientKeys.get(k);
@@ -118,12 +120,22 @@ export interface Identity {
   recipient: string;
 }
 
+/**
+ * A fresh X25519 key pair: a random secret imported as a key object, its public key computed as
+ * X25519(secret, 9). Not generateKeyPairSync + export: on Node 20 a garbage collection during
+ * KeyObject.export() can run a finished key-generation job's destructor, which takes the lock
+ * export() holds, and the process hangs (seen here with --max-semi-space-size=4 after ~50k files).
+ */
+function newKeyPair(): { secret: Buffer; privateKey: KeyObject; publicRaw: Buffer } {
+  const secret = randomBytes(32);
+  const privateKey = createPrivateKey({ key: { kty: 'OKP', crv: 'X25519', d: secret.toString('base64url'), x: '' }, format: 'jwk' });
+  return { secret, privateKey, publicRaw: diffieHellman({ privateKey, publicKey: BASEPOINT }) };
+}
+
 /** A new X25519 identity: its AGE-SECRET-KEY-1... text and its age1... recipient. */
 export function generateIdentity(): { identity: string; recipient: string } {
-  const { privateKey, publicKey } = generateKeyPairSync('x25519');
-  const d = Buffer.from((privateKey.export({ format: 'jwk' }) as { d: string }).d, 'base64url');
-  const x = Buffer.from((publicKey.export({ format: 'jwk' }) as { x: string }).x, 'base64url');
-  return { identity: bech32Encode('age-secret-key-', d).toUpperCase(), recipient: bech32Encode('age', x) };
+  const { secret, publicRaw } = newKeyPair();
+  return { identity: bech32Encode('age-secret-key-', secret).toUpperCase(), recipient: bech32Encode('age', publicRaw) };
 }
 
 /** The 32-byte X25519 key of an age1... recipient. */
@@ -186,8 +198,7 @@ function header(recipients: Buffer[], fileKey: Buffer, passphrase?: string): Buf
     h += `-> scrypt ${b64(salt)} ${SCRYPT_LOG_N}\n${wrap64(b64(aead(scryptKey(passphrase, salt, SCRYPT_LOG_N), ZERO12, fileKey)))}\n`;
   }
   for (const r of recipients) {
-    const { privateKey, publicKey } = generateKeyPairSync('x25519');
-    const share = Buffer.from((publicKey.export({ format: 'jwk' }) as { x: string }).x, 'base64url');
+    const { privateKey, publicRaw: share } = newKeyPair();
     const shared = diffieHellman({ privateKey, publicKey: recipientKey(r) });
     const wrapKey = hkdf(shared, Buffer.concat([share, r]), X25519_INFO);
     h += `-> X25519 ${b64(share)}\n${wrap64(b64(aead(wrapKey, ZERO12, fileKey)))}\n`;
