@@ -90,6 +90,9 @@ export function runHook(h: Hook, label: string, env: Record<string, string>, emi
     child.on('close', (code, sig) => {
       clearTimeout(timer);
       if (killer) clearTimeout(killer);
+      // A stopped hook's group gets SIGKILL all the same: a member that ignored SIGTERM and closed
+      // its output (or was being forked as the SIGTERM went out) would otherwise live on.
+      if (timedOut || interrupted) kill('SIGKILL');
       signal?.removeEventListener('abort', onAbort);
       if (!started) return;
       if (timedOut) resolve({ ok: false, why: `timed out after ${h.timeout} s` });
