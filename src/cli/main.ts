@@ -15,6 +15,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   diff: () => import('./diff.js'),
   restore: () => import('./restore.js'),
   verify: () => import('./verify.js'),
+  export: () => import('./export.js'),
   prune: () => import('./prune.js'),
   key: () => import('./key.js'),
   storage: () => import('./storage.js'),
@@ -31,6 +32,7 @@ Commands:
   diff      show what changed between two snapshots
   restore   restore a snapshot, or part of it, into a folder
   verify    check snapshots against their impls
+  export    write a snapshot (or what is new since another) as a pax tar stream
   prune     remove snapshots a retention policy does not keep (merging their diffs)
   key       make an age identity for encrypted stores
   storage   manage client accounts on the storage server (as root there)

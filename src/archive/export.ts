@@ -1,0 +1,83 @@
+import { Readable } from 'node:stream';
+import { BakkerError, errnoCode } from '../errors.js';
+import { implPath, treePath } from '../engine/layout.js';
+import { compareSnapshotNames } from '../engine/naming.js';
+import type { Entry } from '../manifest/entry.js';
+import { ImplReader } from '../manifest/impl-io.js';
+import type { Store } from '../store/store.js';
+import { display, join, safeComponents } from '../util/bpath.js';
+import { unzstd } from '../util/zstd.js';
+import { contentPad, END, entryHeader } from './pax.js';
+
+export interface ExportCounts {
+  entries: number;
+  files: number;
+  bytes: number;
+  skipped: number;
+}
+
+/** A stored file's content as it was backed up (decrypted, decompressed), checked for its size. */
+async function* content(store: Store, p: Buffer, e: Entry): AsyncGenerator<Buffer> {
+  let stream: Readable;
+  if (store.crypt) stream = await store.crypt.openPlain(p, e);
+  else {
+    try {
+      stream = (await store.openRead(p)).stream;
+    } catch (err) {
+      throw new BakkerError('IO', `stored copy of ${display(e.path)} cannot be read (${errnoCode(err) ?? String(err)}): the store is damaged; run 'bakker verify'`, { cause: err });
+    }
+    if (e.z === 'zstd') stream = Readable.from(unzstd(stream, `stored copy of ${display(e.path)}`));
+  }
+  let n = 0;
+  for await (const c of stream as AsyncIterable<Buffer>) {
+    n += c.length;
+    if (n > e.size) break;
+    yield c;
+  }
+  if (n !== e.size) throw new BakkerError('IO', `stored copy of ${display(e.path)} holds ${n > e.size ? 'more' : n} bytes where the impl says ${e.size}: the store is damaged; run 'bakker verify'`);
+}
+
+/**
+ * A snapshot as a pax tar stream (docs/FORMAT.md, "Export"): every entry of its impl under its
+ * snapshot path (data/www/...), with owners, modes, ns times, xattrs and ACLs; hard-link groups
+ * as tar hard links; sockets left out (tar cannot hold them). With `since`, only what an
+ * increment needs: every folder and special file (no content: their metadata) and the files and
+ * symlinks whose content is new after that snapshot (their `since` history), hard links to them
+ * included.
+ */
+export async function* exportSnapshot(store: Store, snapshot: string, opts: { since?: string; counts?: ExportCounts } = {}): AsyncGenerator<Buffer> {
+  const counts = opts.counts ?? { entries: 0, files: 0, bytes: 0, skipped: 0 };
+  const reader = await ImplReader.open(store, implPath(snapshot));
+  const tree = treePath(snapshot);
+  const groups = new Map<number, Buffer | null>();
+  try {
+    for (let e = await reader.next(); e; e = await reader.next()) {
+      if (!safeComponents(e.path)) throw new BakkerError('UNSAFE', `impl ${snapshot}.impl holds an unsafe path "${display(e.path)}": not exported`);
+      if (e.type === 'socket') {
+        counts.skipped++;
+        continue;
+      }
+      const first = e.hardlink !== undefined ? groups.get(e.hardlink) : undefined;
+      if (first === null) continue; // its group's content was not new: left out with it
+      const isNew = e.type === 'dir' || first !== undefined || opts.since === undefined || (e.type !== 'file' && e.type !== 'symlink') || (e.since !== undefined && compareSnapshotNames(e.since, opts.since) > 0);
+      if (e.hardlink !== undefined && first === undefined) groups.set(e.hardlink, isNew ? e.path : null);
+      if (!isNew) continue;
+      counts.entries++;
+      if (first) {
+        yield entryHeader(e, e.path, first);
+        continue;
+      }
+      yield entryHeader(e, e.path);
+      if (e.type === 'file') {
+        counts.files++;
+        counts.bytes += e.size;
+        yield* content(store, join(tree, e.path), e);
+        yield contentPad(e.size);
+      }
+    }
+    if (!reader.trailer) throw new BakkerError('IMPL', `impl ${snapshot}.impl has no trailer: it is truncated; the export is incomplete`);
+  } finally {
+    reader.close();
+  }
+  yield END;
+}

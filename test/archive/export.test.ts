@@ -1,0 +1,109 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { BIN, bakker } from '../helpers/cli.js';
+import { build, requireTool, rmrf, sh, tempDir } from '../helpers/tree.js';
+
+/* bakker export: a snapshot (or an increment) as a pax tar stream, checked by GNU tar, rsync and getfacl. */
+
+let work: string;
+let src: string;
+const odd = Buffer.concat([Buffer.from('odd-'), Buffer.from([0xff]), Buffer.from(' name')]);
+
+before(() => {
+  for (const t of ['tar', 'rsync', 'getfacl', 'setfacl', 'setfattr']) requireTool(t);
+  work = tempDir();
+  src = path.join(work, 'src');
+  build(src, [
+    { file: 'etc/app.conf', content: 'key = value\n', mode: 0o640, uid: 1000, gid: 1000 },
+    { file: 'data/big.bin', content: Buffer.alloc(700_000, 3) },
+    { file: 'data/edit.txt', content: 'v1' },
+    { file: 'data/empty', content: '' },
+    { dir: 'data/empty-dir', mode: 0o750 },
+    { symlink: 'data/link', target: '../etc/app.conf' },
+    { file: 'data/h1', content: 'hard' },
+    { hardlink: 'data/h2', to: 'data/h1' },
+    { fifo: 'data/fifo' },
+    { file: 'data/suid', content: '#!/bin/sh\n', mode: 0o4755 },
+  ]);
+  fs.writeFileSync(Buffer.concat([Buffer.from(`${src}/data/`), odd]), 'odd');
+  sh('setfattr', ['-n', 'user.note', '-v', 'kept', path.join(src, 'data/big.bin')]);
+  sh('setfacl', ['-m', 'u:1000:r,g:1000:rw', path.join(src, 'etc/app.conf')]);
+  sh('setfacl', ['-d', '-m', 'u:1000:rx', path.join(src, 'data/empty-dir')]);
+  sh('mknod', [path.join(src, 'data/null'), 'c', '1', '3']);
+});
+
+after(() => {
+  if (work) rmrf(work);
+});
+
+/** bakker export to a file (the stream is binary). */
+function exportTo(file: string, args: string[]): void {
+  const fd = fs.openSync(file, 'w');
+  try {
+    const r = spawnSync(BIN, ['export', ...args], { stdio: ['ignore', fd, 'pipe'], env: process.env });
+    assert.equal(r.status, 0, r.stderr.toString());
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+test('export: GNU tar extracts the exact tree (contents, owners, modes, ns-ish times, hard links, xattrs, ACLs, devices); --since holds only what is new', () => {
+  const store = path.join(work, 'store');
+  assert.equal(bakker(['backup', src, '--store', store]).code, 0);
+  fs.writeFileSync(path.join(src, 'data/edit.txt'), 'v2 changed');
+  fs.writeFileSync(path.join(src, 'data/new.txt'), 'new');
+  assert.equal(bakker(['backup', src, '--store', store]).code, 0);
+  const [s1, s2] = fs.readdirSync(store).filter((n) => /^\d{4}_\d\d_\d\d_\d\d$/.test(n)).sort();
+
+  const full = path.join(work, 'full.tar');
+  exportTo(full, ['--store', store, 'latest']);
+  const x = path.join(work, 'x');
+  fs.mkdirSync(x);
+  sh('tar', ['--xattrs', "--xattrs-include=*", '--acls', '--numeric-owner', '-xpf', full, '-C', x]);
+  const check = sh('rsync', ['-aHAXn', '--checksum', '--itemize-changes', '--devices', '--specials', `${src}/`, `${path.join(x, src)}/`]);
+  assert.equal(check.trim(), '', `extracted tree differs:\n${check}`);
+  const acl = (root: string) => sh('getfacl', ['-Rpn', '.'], { cwd: root });
+  assert.equal(acl(path.join(x, src)), acl(src), 'getfacl -R matches');
+  assert.equal(fs.statSync(path.join(x, src, 'data/h1')).ino, fs.statSync(path.join(x, src, 'data/h2')).ino);
+  assert.ok(fs.statSync(path.join(x, src, 'data/null')).isCharacterDevice());
+
+  const inc = path.join(work, 'inc.tar');
+  exportTo(inc, ['--store', store, s2!, '--since', s1!]);
+  const listed = execFileSync('tar', ['-tf', inc]).toString().split('\n').filter((l) => l && !l.endsWith('/'));
+  const rel = (p: string) => path.join(src, p).slice(1);
+  // Files and symlinks: only the new content; folders and special files (no content) always.
+  assert.deepEqual(listed.sort(), [rel('data/edit.txt'), rel('data/fifo'), rel('data/new.txt'), rel('data/null')].sort());
+  const y = path.join(work, 'y');
+  fs.mkdirSync(y);
+  sh('tar', ['-xpf', inc, '-C', y]);
+  assert.equal(fs.readFileSync(path.join(y, src, 'data/edit.txt'), 'utf8'), 'v2 changed');
+
+  const bad = bakker(['export', '--store', store, s1!, '--since', s2!]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--since \S+ is not older than/);
+});
+
+test('export from an encrypted store decrypts with --key (and needs it)', () => {
+  const st = path.join(work, 'state');
+  const key = path.join(work, 'id.txt');
+  const recipient = bakker(['key', 'generate', '--out', key]).stdout.trim().split('\n').pop()!;
+  const store = path.join(work, 'enc');
+  const env = { BAKKER_STATE_DIR: st };
+  assert.equal(bakker(['backup', src, '--store', store, '--recipient', recipient, '--compress', 'zstd'], { env }).code, 0);
+  const noKey = bakker(['export', '--store', store, 'latest'], { env });
+  assert.equal(noKey.code, 2);
+  assert.match(noKey.stderr, /needs its identity/);
+  const out = path.join(work, 'enc.tar');
+  const fd = fs.openSync(out, 'w');
+  const r = spawnSync(BIN, ['export', '--store', store, 'latest', '--key', key], { stdio: ['ignore', fd, 'pipe'], env: { ...process.env, ...env } });
+  fs.closeSync(fd);
+  assert.equal(r.status, 0, r.stderr.toString());
+  const z = path.join(work, 'z');
+  fs.mkdirSync(z);
+  sh('tar', ['--xattrs', "--xattrs-include=*", '--acls', '-xpf', out, '-C', z]);
+  const check = sh('rsync', ['-aHAXn', '--checksum', '--itemize-changes', `${src}/`, `${path.join(z, src)}/`]);
+  assert.equal(check.trim(), '', `extracted tree differs:\n${check}`);
+});
