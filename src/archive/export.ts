@@ -2,12 +2,17 @@ import { Readable } from 'node:stream';
 import { BakkerError, errnoCode } from '../errors.js';
 import { implPath, treePath } from '../engine/layout.js';
 import { compareSnapshotNames } from '../engine/naming.js';
+import { diffSnapshots } from '../engine/diff.js';
 import type { Entry } from '../manifest/entry.js';
 import { ImplReader } from '../manifest/impl-io.js';
 import type { Store } from '../store/store.js';
 import { display, join, safeComponents } from '../util/bpath.js';
 import { unzstd } from '../util/zstd.js';
 import { contentPad, END, entryHeader } from './pax.js';
+
+/** The last member of an increment: the paths removed since the older snapshot, each NUL-terminated. */
+export const REMOVED = Buffer.from('.bakker-removed');
+const NUL = Buffer.from([0]);
 
 export interface ExportCounts {
   entries: number;
@@ -43,7 +48,8 @@ async function* content(store: Store, p: Buffer, e: Entry): AsyncGenerator<Buffe
  * as tar hard links; sockets left out (tar cannot hold them). With `since`, only what an
  * increment needs: every folder and special file (no content: their metadata) and the files and
  * symlinks whose content is new after that snapshot (their `since` history), hard links to them
- * included.
+ * included, and then `.bakker-removed`: the paths gone since (NUL-terminated), to delete after
+ * extracting the increment over the older state.
  */
 export async function* exportSnapshot(store: Store, snapshot: string, opts: { since?: string; counts?: ExportCounts } = {}): AsyncGenerator<Buffer> {
   const counts = opts.counts ?? { entries: 0, files: 0, bytes: 0, skipped: 0 };
@@ -78,6 +84,18 @@ export async function* exportSnapshot(store: Store, snapshot: string, opts: { si
     if (!reader.trailer) throw new BakkerError('IMPL', `impl ${snapshot}.impl has no trailer: it is truncated; the export is incomplete`);
   } finally {
     reader.close();
+  }
+  if (opts.since !== undefined) {
+    // The paths gone since then, as the last member: NUL-terminated, in walk order.
+    const removed: Buffer[] = [];
+    await diffSnapshots(store, opts.since, snapshot, (change, a) => {
+      if (change === 'removed') removed.push(a!.path, NUL);
+    });
+    const list = Buffer.concat(removed);
+    const now = Math.floor(Date.now() / 1000);
+    yield entryHeader({ path: REMOVED, type: 'file', size: list.length, mode: 0o600, uid: 0, gid: 0, mtime: `${now}.000000000`, ctime: `${now}.000000000` }, REMOVED);
+    yield list;
+    yield contentPad(list.length);
   }
   yield END;
 }

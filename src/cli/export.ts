@@ -15,7 +15,8 @@ Writes a snapshot as a standard pax tar stream to standard output: every file, f
 symlink, hard link and device node under its snapshot path, with owners (ids and names),
 modes, times to the nanosecond, xattrs and ACLs (GNU tar: tar --xattrs --acls -xpf FILE).
 With --since OTHER, only what is new after OTHER: the files and symlinks whose content
-first appeared later (from the impl's history), and every folder and special file. For any destination the
+first appeared later (from the impl's history), and every folder and special file; the
+last member, .bakker-removed, lists the paths gone since OTHER (NUL-terminated). For any destination the
 admin uses: a file, a pipe to zstd, age, ssh or an object store.
 
 Options:

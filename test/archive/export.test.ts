@@ -55,6 +55,7 @@ test('export: GNU tar extracts the exact tree (contents, owners, modes, ns-ish t
   assert.equal(bakker(['backup', src, '--store', store]).code, 0);
   fs.writeFileSync(path.join(src, 'data/edit.txt'), 'v2 changed');
   fs.writeFileSync(path.join(src, 'data/new.txt'), 'new');
+  fs.renameSync(path.join(src, 'data/empty'), path.join(work, 'empty-moved-away'));
   assert.equal(bakker(['backup', src, '--store', store]).code, 0);
   const [s1, s2] = fs.readdirSync(store).filter((n) => /^\d{4}_\d\d_\d\d_\d\d$/.test(n)).sort();
 
@@ -72,7 +73,7 @@ test('export: GNU tar extracts the exact tree (contents, owners, modes, ns-ish t
 
   const inc = path.join(work, 'inc.tar');
   exportTo(inc, ['--store', store, s2!, '--since', s1!]);
-  const listed = execFileSync('tar', ['-tf', inc]).toString().split('\n').filter((l) => l && !l.endsWith('/'));
+  const listed = execFileSync('tar', ['-tf', inc]).toString().split('\n').filter((l) => l && !l.endsWith('/') && l !== '.bakker-removed');
   const rel = (p: string) => path.join(src, p).slice(1);
   // Files and symlinks: only the new content; folders and special files (no content) always.
   assert.deepEqual(listed.sort(), [rel('data/edit.txt'), rel('data/fifo'), rel('data/new.txt'), rel('data/null')].sort());
@@ -80,6 +81,7 @@ test('export: GNU tar extracts the exact tree (contents, owners, modes, ns-ish t
   fs.mkdirSync(y);
   sh('tar', ['-xpf', inc, '-C', y]);
   assert.equal(fs.readFileSync(path.join(y, src, 'data/edit.txt'), 'utf8'), 'v2 changed');
+  assert.equal(fs.readFileSync(path.join(y, '.bakker-removed'), 'utf8'), `${rel('data/empty')}\0`, 'the removed paths, NUL-terminated');
 
   const bad = bakker(['export', '--store', store, s1!, '--since', s2!]);
   assert.equal(bad.code, 2);

@@ -238,19 +238,19 @@ test('failures: an essential before hook, a snapshot that cannot be taken, a hoo
 
   // 4. A hook that hangs is stopped at its timeout, with what it started: also a child that
   // ignores SIGTERM and has closed its output (it outlives the hook's own process).
-  c = lvmConfig('fail', vg, origin, standard(`{run: "(trap '' TERM; exec >/dev/null 2>&1; sleep 60) & sleep 61", timeout: 1}`));
+  c = lvmConfig('fail', vg, origin, standard(`{run: "(trap '' TERM; exec >/dev/null 2>&1; sleep 6171) & sleep 6172", timeout: 1}`));
   const t0 = Date.now();
   r = bakker(['backup', '-c', c.cfg], { env });
   assert.ok(Date.now() - t0 < 15_000, 'stopped at its timeout');
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /hook before\[0\] \(.*sleep 60\) & sleep 61\) failed: timed out after 1 s/);
+  assert.match(r.stderr, /hook before\[0\] \(.*sleep 6171\) & sleep 6172\) failed: timed out after 1 s/);
   // SIGKILL'ed at the timeout: gone at once, or within moments on a loaded machine (never 60 s).
   let alive = true;
   for (let i = 0; i < 30 && alive; i++) {
-    alive = spawnSync('pgrep', ['-f', 'sleep 6[01]']).status === 0;
+    alive = spawnSync('pgrep', ['-f', 'sleep 617[12]']).status === 0; // durations nothing else uses
     if (alive) await new Promise((res) => setTimeout(res, 100));
   }
-  assert.equal(alive, false, 'nothing it started is left running');
+  assert.equal(alive, false, `nothing it started is left running: ${spawnSync('ps', ['-eo', 'pid,pgid,ppid,stat,args']).stdout.toString().split('\n').filter((l) => /sleep 617[12]/.test(l)).join('; ')}`);
   reset();
 
   // 5. SIGTERM in the middle of the backup: unmounted and removed, maintenance off, exit 1.
