@@ -3,7 +3,8 @@ import { Readable } from 'node:stream';
 import { exportSnapshot, type ExportCounts } from '../archive/export.js';
 import { requireStore, resolveSnapshot } from '../engine/layout.js';
 import { usageError } from '../errors.js';
-import { openStore } from '../store/open.js';
+import { openStore, parseCompression } from '../store/open.js';
+import { zstdStream } from '../util/zstd.js';
 import { bytes, count } from '../ui/format.js';
 import type { Output } from '../ui/output.js';
 import { cryptOptions, parse, requireOpt, sshOptions } from './args.js';
@@ -23,13 +24,25 @@ Options:
   -s, --store STORE   a folder or sftp://user@host[:port]/path (-i, --known-hosts, --host-key
                       as for backup); an encrypted store needs --key FILE
       --since OTHER   an increment: only what is new after snapshot OTHER
+      --compress zstd[:N]       the stream as zstd (level N, default 3)
+      --encrypt-for age1...     the stream (after compression) as age, for these recipients
+                                (repeatable): age -d -i KEY | zstd -d | tar -x opens it
 
 Examples:
   bakker export --store /backups/server1 latest > server1.tar
-  bakker export --store /backups/server1 latest --since 2026_11_01_01 | zstd | age -r age1... > inc.tar.zst.age`;
+  bakker export --store /backups/server1 latest --since 2026_11_01_01 --compress zstd --encrypt-for age1... > inc.tar.zst.age`;
 
 export async function run(argv: string[], out: Output): Promise<number> {
-  const { values, positionals } = parse('export', argv, { store: { type: 'string', short: 's' }, since: { type: 'string' } }, true);
+  const { values, positionals } = parse('export', argv, { store: { type: 'string', short: 's' }, since: { type: 'string' }, compress: { type: 'string' }, 'encrypt-for': { type: 'string', multiple: true } }, true);
+  if (values.recipient?.length) throw usageError('bakker export: --recipient is for backups; to encrypt the stream give --encrypt-for age1...');
+  let level = 0;
+  if (values.compress !== undefined) {
+    const l = parseCompression(values.compress);
+    if (l === null) throw usageError(`bakker export: --compress ${values.compress}: expected zstd, zstd:LEVEL (1-19) or none`);
+    level = l;
+  }
+  const { parseRecipient, encrypt } = await import('../crypto/age.js');
+  const recipients = (values['encrypt-for'] ?? []).map((r) => parseRecipient(r));
   if (out.json) throw usageError('bakker export: the tar stream is the output: --json does not apply (messages go to standard error)');
   if (positionals.length !== 1) throw usageError(`bakker export: name one snapshot (a name, a unique prefix, or latest): see 'bakker export --help'`);
   if (process.stdout.isTTY) throw usageError('bakker export: standard output is a terminal: redirect it to a file or a pipe (bakker export ... > FILE)');
@@ -40,7 +53,10 @@ export async function run(argv: string[], out: Output): Promise<number> {
     const since = values.since !== undefined ? await resolveSnapshot(store, values.since) : undefined;
     if (since !== undefined && since >= snapshot) throw usageError(`bakker export: --since ${since} is not older than ${snapshot}`);
     const counts: ExportCounts = { entries: 0, files: 0, bytes: 0, skipped: 0 };
-    await pipeline(Readable.from(exportSnapshot(store, snapshot, { ...(since ? { since } : {}), counts })), process.stdout);
+    let stream: AsyncIterable<Buffer> = exportSnapshot(store, snapshot, { ...(since ? { since } : {}), counts });
+    if (level) stream = zstdStream(stream, level);
+    if (recipients.length) stream = encrypt(stream, recipients);
+    await pipeline(Readable.from(stream), process.stdout);
     if (counts.skipped) process.stderr.write(`bakker: warning: ${counts.skipped} socket(s) left out: tar cannot hold sockets (restore recreates them from the impl)\n`);
     process.stderr.write(`bakker: exported ${snapshot}${since ? ` (new since ${since})` : ''}: ${count(counts.entries)} entries, ${count(counts.files)} files, ${bytes(counts.bytes)}\n`);
     return EXIT.OK;

@@ -46,3 +46,21 @@ export async function* unzstd(source: AsyncIterable<Buffer>, what: string): Asyn
   yield* frames(true);
   if (held > 0) throw damaged('ends inside a frame');
 }
+
+/** A stream compressed as a standard zstd stream: frames of ZSTD_CHUNK of content, each compressed on the thread pool. */
+export async function* zstdStream(source: AsyncIterable<Buffer>, level: number): AsyncGenerator<Buffer> {
+  let parts: Buffer[] = [];
+  let held = 0;
+  for await (const c of source) {
+    parts.push(c);
+    held += c.length;
+    while (held >= ZSTD_CHUNK) {
+      const all = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+      yield await native.zstdCompress(all.subarray(0, ZSTD_CHUNK), level);
+      const rest = all.subarray(ZSTD_CHUNK);
+      parts = rest.length ? [rest] : [];
+      held = rest.length;
+    }
+  }
+  if (held > 0) yield await native.zstdCompress(parts.length === 1 ? parts[0]! : Buffer.concat(parts), level);
+}

@@ -109,3 +109,21 @@ test('export from an encrypted store decrypts with --key (and needs it)', () => 
   const check = sh('rsync', ['-aHAXn', '--checksum', '--itemize-changes', `${src}/`, `${path.join(z, src)}/`]);
   assert.equal(check.trim(), '', `extracted tree differs:\n${check}`);
 });
+
+test('export --compress zstd --encrypt-for: age -d | zstd -d | tar -x gives the tree back', () => {
+  requireTool('age');
+  requireTool('zstd');
+  const key = path.join(work, 'stream-id.txt');
+  const recipient = bakker(['key', 'generate', '--out', key]).stdout.trim().split('\n').pop()!;
+  const store = path.join(work, 'stream-store');
+  assert.equal(bakker(['backup', src, '--store', store]).code, 0);
+  const out = path.join(work, 'stream.tar.zst.age');
+  exportTo(out, ['--store', store, 'latest', '--compress', 'zstd:5', '--encrypt-for', recipient]);
+  assert.equal(fs.readFileSync(out).subarray(0, 21).toString(), 'age-encryption.org/v1');
+  const w = path.join(work, 'w');
+  fs.mkdirSync(w);
+  sh('sh', ['-c', `age -d -i '${key}' '${out}' | zstd -d | tar --xattrs --xattrs-include='*' --acls -xpf - -C '${w}'`]);
+  const check = sh('rsync', ['-aHAXn', '--checksum', '--itemize-changes', '--devices', '--specials', `${src}/`, `${path.join(w, src)}/`]);
+  assert.equal(check.trim(), '', `extracted tree differs:\n${check}`);
+  assert.match(bakker(['export', '--store', store, 'latest', '--recipient', recipient]).stderr, /to encrypt the stream give --encrypt-for/);
+});
