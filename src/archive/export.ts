@@ -1,5 +1,5 @@
-import { Readable } from 'node:stream';
-import { BakkerError, errnoCode } from '../errors.js';
+import { BakkerError } from '../errors.js';
+import { damaged, openContent } from '../engine/content.js';
 import { implPath, treePath } from '../engine/layout.js';
 import { compareSnapshotNames } from '../engine/naming.js';
 import { diffSnapshots } from '../engine/diff.js';
@@ -7,7 +7,6 @@ import type { Entry } from '../manifest/entry.js';
 import { ImplReader } from '../manifest/impl-io.js';
 import type { Store } from '../store/store.js';
 import { display, join, safeComponents } from '../util/bpath.js';
-import { unzstd } from '../util/zstd.js';
 import { contentPad, END, entryHeader } from './pax.js';
 
 /** The last member of an increment: the paths removed since the older snapshot, each NUL-terminated. */
@@ -23,23 +22,13 @@ export interface ExportCounts {
 
 /** A stored file's content as it was backed up (decrypted, decompressed), checked for its size. */
 async function* content(store: Store, p: Buffer, e: Entry): AsyncGenerator<Buffer> {
-  let stream: Readable;
-  if (store.crypt) stream = await store.crypt.openPlain(p, e);
-  else {
-    try {
-      stream = (await store.openRead(p)).stream;
-    } catch (err) {
-      throw new BakkerError('IO', `stored copy of ${display(e.path)} cannot be read (${errnoCode(err) ?? String(err)}): the store is damaged; run 'bakker verify'`, { cause: err });
-    }
-    if (e.z === 'zstd') stream = Readable.from(unzstd(stream, `stored copy of ${display(e.path)}`));
-  }
   let n = 0;
-  for await (const c of stream as AsyncIterable<Buffer>) {
+  for await (const c of (await openContent(store, p, e)) as AsyncIterable<Buffer>) {
     n += c.length;
     if (n > e.size) break;
     yield c;
   }
-  if (n !== e.size) throw new BakkerError('IO', `stored copy of ${display(e.path)} holds ${n > e.size ? 'more' : n} bytes where the impl says ${e.size}: the store is damaged; run 'bakker verify'`);
+  if (n !== e.size) throw damaged(e, n > e.size ? `has more bytes than the ${e.size} the impl says` : `has ${n} bytes where the impl says ${e.size}`);
 }
 
 /**

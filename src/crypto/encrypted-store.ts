@@ -10,7 +10,7 @@ import type { Emit } from '../engine/events.js';
 import { readSmall, SourceError, sourceState, type FileMeta, type LocalSource, type PutResult, type Store, type StoreCaps, type StoreStat } from '../store/store.js';
 import { display } from '../util/bpath.js';
 import { native } from '../native.js';
-import { shrinks, unzstd, ZSTD_CHUNK } from '../util/zstd.js';
+import { pack, packSync, unzstd, ZSTD_CHUNK } from '../util/zstd.js';
 import { createHasher, type HashAlgo } from '../util/hash.js';
 import { decrypt, decryptBuffer, encrypt, encryptBuffer, type Identity } from './age.js';
 import { objectName, objectTag, storeKeys, type StoreKeys } from './objects.js';
@@ -314,11 +314,11 @@ export class EncryptedStore implements Store, Crypt {
   // ---- mapping ----
 
   /** The stored path of object `rel` in folder `root` (keys of `owner`), its shard folder made first when writing. */
-  private async mapped(w: Extract<Where, { kind: 'obj' }>, writing: boolean): Promise<{ p: Buffer; obj: string }> {
+  private async mapped(w: Extract<Where, { kind: 'obj' }>, writing: boolean): Promise<{ p: Buffer; obj: string; keys: StoreKeys }> {
     const keys = await this.keysOf(w.owner);
     const obj = objectName(keys, w.rel);
     if (writing) this.shard(w.root, obj.slice(0, 2));
-    return { p: Buffer.concat([w.root, Buffer.from(`/${obj}`)]), obj };
+    return { p: Buffer.concat([w.root, Buffer.from(`/${obj}`)]), obj, keys };
   }
 
   /** Makes shard folder `root/xy` once; sent before whatever is sent next (a store's mkdir is ordered). */
@@ -429,15 +429,14 @@ export class EncryptedStore implements Store, Crypt {
   async putFile(p: Buffer, src: LocalSource, _meta: FileMeta, hash?: HashAlgo): Promise<PutResult> {
     const w = this.objOf(p);
     if (!w) throw new BakkerError('STORE', `internal: ${p.toString()} is not an object path`);
-    const { p: dest, obj } = await this.mapped(w, true);
-    const keys = await this.keysOf(w.owner);
+    const { p: dest, obj, keys } = await this.mapped(w, true);
     const level = src.compressed ? 0 : (this.opts.compression ?? 0); // a copy of a compressed file: not again
     const small = readSmall(src.path, SYNC_READ);
     if (small) {
       // Read on this thread (one read from the page cache costs less than hops to the thread pool).
-      const packed = level ? native.zstdCompressSync(small.data, level) : null;
-      const z = packed !== null && shrinks(packed.length, small.data.length);
-      const sealed = encryptBuffer(z ? packed! : small.data, this.opts.recipients);
+      const packed = level ? packSync(small.data, level) : null;
+      const z = packed !== null;
+      const sealed = encryptBuffer(packed ?? small.data, this.opts.recipients);
       const tag = objectTag(keys);
       tag.update(sealed);
       await this.inner.writeNew(dest, [sealed]);
@@ -487,14 +486,12 @@ export class EncryptedStore implements Store, Crypt {
         const it = plain()[Symbol.asyncIterator]();
         const first = await it.next();
         if (first.done) return;
-        if (level) {
-          const c = await native.zstdCompress(first.value, level);
-          if (shrinks(c.length, first.value.length)) {
-            z = true;
-            yield c;
-            for (let r = await it.next(); !r.done; r = await it.next()) yield await native.zstdCompress(r.value, level);
-            return;
-          }
+        const c = level ? await pack(first.value, level) : null;
+        if (c) {
+          z = true;
+          yield c;
+          for (let r = await it.next(); !r.done; r = await it.next()) yield await native.zstdCompress(r.value, level);
+          return;
         }
         yield first.value;
         for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
@@ -684,32 +681,39 @@ export class EncryptedStore implements Store, Crypt {
 
   // ---- Crypt ----
 
-  private async objectOf(p: Buffer, e: Entry): Promise<{ p: Buffer; obj: string }> {
+  private async objectOf(p: Buffer, e: Entry): Promise<{ p: Buffer; obj: string; keys: StoreKeys }> {
     const w = this.objOf(p);
     if (!w) throw new BakkerError('STORE', `internal: ${display(p)} is not an object path`);
     if (e.tag === undefined && e.type === 'file') throw new BakkerError('VERIFY', `${display(e.path)} has no object tag in the impl: the impl is damaged`);
     return this.mapped(w, false);
   }
 
+  private static unreadable(e: Entry, obj: string, err: unknown): BakkerError {
+    return new BakkerError('VERIFY', `the stored object of ${display(e.path)} (${obj}) cannot be read (${errnoCode(err) ?? errMessage(err)}): it is missing or damaged`, { cause: err });
+  }
+
+  /** Throws when `t`'s digest is not the entry's tag. */
+  private static checkDigest(t: ReturnType<typeof objectTag>, e: Entry, obj: string): void {
+    if (e.tag !== undefined && t.digest() !== e.tag) {
+      throw new BakkerError('VERIFY', `the stored object of ${display(e.path)} (${obj}) is not the one the impl names (its tag differs): it was modified, truncated or swapped`);
+    }
+  }
+
   /** The object's bytes with its tag checked at the end (a mismatch throws, naming the entry). */
   private async *tagged(p: Buffer, e: Entry): AsyncGenerator<Buffer> {
-    const w = this.objOf(p)!;
-    const keys = await this.keysOf(w.owner);
-    const { p: m, obj } = await this.objectOf(p, e);
+    const { p: m, obj, keys } = await this.objectOf(p, e);
     let stream: Readable;
     try {
       stream = (await this.inner.openRead(m)).stream;
     } catch (err) {
-      throw new BakkerError('VERIFY', `the stored object of ${display(e.path)} (${obj}) cannot be read (${errnoCode(err) ?? errMessage(err)}): it is missing or damaged`, { cause: err });
+      throw EncryptedStore.unreadable(e, obj, err);
     }
     const t = objectTag(keys);
     for await (const c of stream as AsyncIterable<Buffer>) {
       t.update(c);
       yield c;
     }
-    if (e.tag !== undefined && t.digest() !== e.tag) {
-      throw new BakkerError('VERIFY', `the stored object of ${display(e.path)} (${obj}) is not the one the impl names (its tag differs): it was modified, truncated or swapped`);
-    }
+    EncryptedStore.checkDigest(t, e, obj);
   }
 
   async openPlain(p: Buffer, e: Entry): Promise<Readable> {
@@ -723,20 +727,18 @@ export class EncryptedStore implements Store, Crypt {
   async readSmallPlain(p: Buffer, e: Entry): Promise<Buffer | null> {
     const root = this.inner.localRoot;
     if (!root || !this.canDecrypt) return null;
-    const w = this.objOf(p)!;
-    const keys = await this.keysOf(w.owner);
-    const { p: m, obj } = await this.objectOf(p, e);
+    const { p: m, obj, keys } = await this.objectOf(p, e);
     const what = `the stored object of ${display(e.path)}`;
     let sealed: { data: Buffer } | null;
     try {
       sealed = readSmall(Buffer.concat([Buffer.from(`${root}/`), m]), SYNC_READ + 4096);
     } catch (err) {
-      throw new BakkerError('VERIFY', `${what} (${obj}) cannot be read (${(err as { code?: string }).code ?? errMessage(err)}): it is missing or damaged`, { cause: err });
+      throw EncryptedStore.unreadable(e, obj, err);
     }
     if (!sealed) return null;
     const t = objectTag(keys);
     t.update(sealed.data);
-    if (e.tag !== undefined && t.digest() !== e.tag) throw new BakkerError('VERIFY', `${what} (${obj}) is not the one the impl names (its tag differs): it was modified, truncated or swapped`);
+    EncryptedStore.checkDigest(t, e, obj);
     let plain: Buffer;
     try {
       plain = decryptBuffer(sealed.data, this.opts.identities!);

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import { errnoCode } from '../errors.js';
 import { native } from '../native.js';
 import { createHasher, type HashAlgo } from '../util/hash.js';
-import { shrinks, ZSTD_CHUNK } from '../util/zstd.js';
+import { pack, packSync, ZSTD_CHUNK } from '../util/zstd.js';
 import { readSmall, SourceError, sourceState, type FileMeta, type LocalSource, type PutResult, type Store, type StoreStat } from './store.js';
 
 /**
@@ -33,8 +33,8 @@ export class CompressedStore implements Store {
     if (src.compressed) return this.inner.putFile(p, src, meta, hash);
     const small = readSmall(src.path, ZSTD_CHUNK);
     if (small) {
-      const packed = native.zstdCompressSync(small.data, this.level);
-      if (!shrinks(packed.length, small.data.length)) return this.inner.putFile(p, src, meta, hash);
+      const packed = packSync(small.data, this.level);
+      if (!packed) return this.inner.putFile(p, src, meta, hash);
       await this.inner.writeNew(p, [packed]);
       await this.inner.setMeta(p, meta);
       let sum: string | undefined;
@@ -68,8 +68,8 @@ export class CompressedStore implements Store {
       };
       // Decided on the first MiB: a file that does not shrink is copied as usual (holes kept).
       const first = await read();
-      const packedFirst = first ? await native.zstdCompress(first, this.level) : null;
-      if (!first || !shrinks(packedFirst!.length, first.length)) return await this.inner.putFile(p, src, meta, hash);
+      const packedFirst = first ? await pack(first, this.level) : null;
+      if (!first || !packedFirst) return await this.inner.putFile(p, src, meta, hash);
       const hasher = hash ? createHasher(hash) : null;
       hasher?.update(first);
       const level = this.level;

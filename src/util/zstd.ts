@@ -5,8 +5,20 @@ import { native } from '../native.js';
 export const ZSTD_CHUNK = 1 << 20;
 
 /** Whether compressing is worth it: at least 1/16 and 64 bytes smaller. */
-export function shrinks(packed: number, plain: number): boolean {
+function shrinks(packed: number, plain: number): boolean {
   return packed <= plain - Math.max(64, plain >> 4);
+}
+
+/** `data` as one zstd frame when that is worth it (see shrinks), else null; on this thread, for small files. */
+export function packSync(data: Buffer, level: number): Buffer | null {
+  const c = native.zstdCompressSync(data, level);
+  return shrinks(c.length, data.length) ? c : null;
+}
+
+/** The same on the thread pool: a file's first frame, which decides whether the file is compressed. */
+export async function pack(data: Buffer, level: number): Promise<Buffer | null> {
+  const c = await native.zstdCompress(data, level);
+  return shrinks(c.length, data.length) ? c : null;
 }
 
 /** zstd frames back into their content (the frames as bakker writes them: each with its content size). */

@@ -1,14 +1,13 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { Readable } from 'node:stream';
-import { unzstd } from '../../util/zstd.js';
+import { damaged, openContent } from '../content.js';
 import { BakkerError, errnoCode } from '../../errors.js';
 import { TYPE_MODE, type Entry } from '../../manifest/entry.js';
 import { ImplReader } from '../../manifest/impl-io.js';
 import { native } from '../../native.js';
 import { IdNames } from '../../scan/ids.js';
-import type { Store } from '../../store/store.js';
+import { readSmall, type Store } from '../../store/store.js';
 import { display, EMPTY, isWithin, join, parent, safeComponents } from '../../util/bpath.js';
 import { algoOfSum, createHasher, loadHash } from '../../util/hash.js';
 import { TaskPool } from '../../util/task-pool.js';
@@ -37,7 +36,7 @@ export interface RestoreResult {
   warnings: number;
 }
 
-const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
+const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
 
 function unsafe(msg: string): BakkerError {
   return new BakkerError('UNSAFE', `${msg}; nothing is written outside the target`);
@@ -187,34 +186,26 @@ async function restoreOne(store: Store, src: Buffer, e: Entry, tmp: Buffer, ctx:
 /** Files up to this size are restored in one read and one write on the main thread. */
 const SMALL = 64 * 1024;
 
-/** A small file's stored copy, read whole (never through a symlink) and checked against the impl. */
+/** A small file's stored copy, read whole on this thread (never through a symlink). */
 function readStored(src: Buffer, e: Entry): Buffer {
-  let data: Buffer;
+  let small: ReturnType<typeof readSmall>;
   try {
-    const fd = fs.openSync(src, O_RDONLY | O_NOFOLLOW);
-    try {
-      const st = fs.fstatSync(fd);
-      if (!st.isFile() || st.size !== e.size) throw new BakkerError('IO', `stored copy of ${display(e.path)} has ${st.isFile() ? `${st.size} bytes where the impl says ${e.size}` : 'the wrong type'}: the store is damaged; run 'bakker verify'`);
-      data = Buffer.allocUnsafe(e.size);
-      if (e.size > 0 && fs.readSync(fd, data, 0, e.size, 0) !== e.size) throw new BakkerError('IO', `stored copy of ${display(e.path)} is shorter than the impl says: the store is damaged; run 'bakker verify'`);
-    } finally {
-      fs.closeSync(fd);
-    }
+    small = readSmall(src, e.size);
   } catch (err) {
-    if (err instanceof BakkerError) throw err;
-    throw new BakkerError('IO', `stored copy of ${display(e.path)} cannot be read (${errnoCode(err) ?? String(err)}): the store is damaged; run 'bakker verify'`, { cause: err });
+    throw damaged(e, `cannot be read (${errnoCode(err) ?? String(err)})`, err);
   }
-  return data;
+  if (!small) throw damaged(e, `has more bytes than the ${e.size} the impl says`);
+  return small.data;
 }
 
 /** A small file's content written under `tmp` with its metadata (after checking its size and checksum), renamed to `dest`. */
 function writeSmall(data: Buffer, e: Entry, tmp: Buffer, dest: Buffer, ctx: MetaContext): void {
-  if (data.length !== e.size) throw new BakkerError('IO', `stored copy of ${display(e.path)} holds ${data.length} bytes where the impl says ${e.size}: the store is damaged; run 'bakker verify'`);
+  if (data.length !== e.size) throw damaged(e, `has ${data.length} bytes where the impl says ${e.size}`);
   const algo = e.sum ? algoOfSum(e.sum) : undefined;
   if (algo) {
     const h = createHasher(algo);
     h.update(data);
-    if (h.digest() !== e.sum) throw new BakkerError('IO', `stored copy of ${display(e.path)} does not match its checksum: the store is damaged; run 'bakker verify'`);
+    if (h.digest() !== e.sum) throw damaged(e, 'does not match its checksum');
   }
   try {
     const fd = fs.openSync(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
@@ -232,21 +223,7 @@ function writeSmall(data: Buffer, e: Entry, tmp: Buffer, dest: Buffer, ctx: Meta
 }
 
 async function restoreFile(store: Store, src: Buffer, e: Entry, tmp: Buffer): Promise<void> {
-  let stream: Readable;
-  if (store.crypt) stream = await store.crypt.openPlain(src, e);
-  else {
-    let opened: Awaited<ReturnType<Store['openRead']>>;
-    try {
-      opened = await store.openRead(src);
-    } catch (err) {
-      throw new BakkerError('IO', `stored copy of ${display(e.path)} cannot be read (${errnoCode(err) ?? String(err)}): the store is damaged; run 'bakker verify'`, { cause: err });
-    }
-    if (opened.size !== e.size && e.z === undefined) {
-      opened.stream.destroy();
-      throw new BakkerError('IO', `stored copy of ${display(e.path)} has ${opened.size} bytes where the impl says ${e.size}: the store is damaged; run 'bakker verify'`);
-    }
-    stream = e.z === 'zstd' ? Readable.from(unzstd(opened.stream, `stored copy of ${display(e.path)}`)) : opened.stream;
-  }
+  const stream = await openContent(store, src, e);
   const algo = e.sum ? algoOfSum(e.sum) : undefined;
   const hasher = algo ? createHasher(algo) : undefined;
   const fh = await fsp.open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
@@ -257,10 +234,6 @@ async function restoreFile(store: Store, src: Buffer, e: Entry, tmp: Buffer): Pr
     stream.destroy();
     await fh.close();
   }
-  if (written !== e.size) {
-    throw new BakkerError('IO', `stored copy of ${display(e.path)} holds ${written} bytes where the impl says ${e.size}: the store is damaged; run 'bakker verify'`);
-  }
-  if (hasher && hasher.digest() !== e.sum) {
-    throw new BakkerError('IO', `stored copy of ${display(e.path)} does not match its checksum: the store is damaged; run 'bakker verify'`);
-  }
+  if (written !== e.size) throw damaged(e, `has ${written} bytes where the impl says ${e.size}`);
+  if (hasher && hasher.digest() !== e.sum) throw damaged(e, 'does not match its checksum');
 }
