@@ -37,14 +37,16 @@ async function* content(store: Store, p: Buffer, e: Entry): AsyncGenerator<Buffe
  * as tar hard links; sockets left out (tar cannot hold them). With `since`, only what an
  * increment needs: every folder and special file (no content: their metadata) and the files and
  * symlinks whose content is new after that snapshot (their `since` history), hard links to them
- * included, and then `.bakker-removed`: the paths gone since (NUL-terminated), to delete after
+ * included (a member added to an older group comes as a hard link to the group's first path, which
+ * the older state has), and then `.bakker-removed`: the paths gone since (NUL-terminated), to delete after
  * extracting the increment over the older state.
  */
-export async function* exportSnapshot(store: Store, snapshot: string, opts: { since?: string; counts?: ExportCounts } = {}): AsyncGenerator<Buffer> {
+export async function* exportSnapshot(store: Store, snapshot: string, opts: { since?: string; sinceStore?: Store; counts?: ExportCounts } = {}): AsyncGenerator<Buffer> {
   const counts = opts.counts ?? { entries: 0, files: 0, bytes: 0, skipped: 0 };
   const reader = await ImplReader.open(store, implPath(snapshot));
   const tree = treePath(snapshot);
-  const groups = new Map<number, Buffer | null>();
+  // Each hard-link group's first path.
+  const groups = new Map<number, Buffer>();
   try {
     for (let e = await reader.next(); e; e = await reader.next()) {
       if (!safeComponents(e.path)) throw new BakkerError('UNSAFE', `impl ${snapshot}.impl holds an unsafe path "${display(e.path)}": not exported`);
@@ -52,16 +54,17 @@ export async function* exportSnapshot(store: Store, snapshot: string, opts: { si
         counts.skipped++;
         continue;
       }
-      const first = e.hardlink !== undefined ? groups.get(e.hardlink) : undefined;
-      if (first === null) continue; // its group's content was not new: left out with it
-      const isNew = e.type === 'dir' || first !== undefined || opts.since === undefined || (e.type !== 'file' && e.type !== 'symlink') || (e.since !== undefined && compareSnapshotNames(e.since, opts.since) > 0);
-      if (e.hardlink !== undefined && first === undefined) groups.set(e.hardlink, isNew ? e.path : null);
-      if (!isNew) continue;
-      counts.entries++;
-      if (first) {
-        yield entryHeader(e, e.path, first);
+      const group = e.hardlink !== undefined ? groups.get(e.hardlink) : undefined;
+      if (group) {
+        // A later member: a hard link to the first, in this stream or (an increment) in the older state.
+        counts.entries++;
+        yield entryHeader(e, e.path, group);
         continue;
       }
+      const isNew = e.type === 'dir' || opts.since === undefined || (e.type !== 'file' && e.type !== 'symlink') || (e.since !== undefined && compareSnapshotNames(e.since, opts.since) > 0);
+      if (e.hardlink !== undefined) groups.set(e.hardlink, e.path);
+      if (!isNew) continue;
+      counts.entries++;
       yield entryHeader(e, e.path);
       if (e.type === 'file') {
         counts.files++;
@@ -79,7 +82,7 @@ export async function* exportSnapshot(store: Store, snapshot: string, opts: { si
     const removed: Buffer[] = [];
     await diffSnapshots(store, opts.since, snapshot, (change, a) => {
       if (change === 'removed') removed.push(a!.path, NUL);
-    });
+    }, opts.sinceStore);
     const list = Buffer.concat(removed);
     const now = Math.floor(Date.now() / 1000);
     yield entryHeader({ path: REMOVED, type: 'file', size: list.length, mode: 0o600, uid: 0, gid: 0, mtime: `${now}.000000000`, ctime: `${now}.000000000` }, REMOVED);

@@ -78,6 +78,8 @@ const OPTIONS = {
 } as const;
 
 interface Plan {
+  /** The config file's settings, when one is used (its archives run after the backup). */
+  config?: Config;
   sources: string[];
   stores: Pick<TargetConfig, 'name' | 'store' | 'identity' | 'knownHosts' | 'hostKey' | 'reconnectFor' | 'from' | 'retention' | 'onFull' | 'encryption' | 'compression'>[];
   /** Every target of the config (a target fed from another needs that one's store). */
@@ -138,7 +140,7 @@ export async function planBackup(argv: string[]): Promise<Plan> {
     if (level === null) throw usageError(`bakker backup: --compress ${v.compress}: expected zstd, zstd:LEVEL (1-19) or none`);
     compression = level;
   }
-  const plan: Plan = { sources, stores, all: config?.targets ?? [], exclude, oneFileSystem: v['one-file-system'] ?? config?.oneFileSystem ?? false, checksum, job: v.job ?? config?.job, dryRun: v['dry-run'] === true, noSpaceCheck: v['no-space-check'] === true, ssh: sshOptions(v), enc: cryptOptions(v), ...(compression !== undefined ? { compression } : {}), notes: [], hooks: config?.hooks ?? { before: [], after_snapshot: [], after: [], on_failure: [] }, ...(config?.view ? { view: config.view } : {}) };
+  const plan: Plan = { ...(config ? { config } : {}), sources, stores, all: config?.targets ?? [], exclude, oneFileSystem: v['one-file-system'] ?? config?.oneFileSystem ?? false, checksum, job: v.job ?? config?.job, dryRun: v['dry-run'] === true, noSpaceCheck: v['no-space-check'] === true, ssh: sshOptions(v), enc: cryptOptions(v), ...(compression !== undefined ? { compression } : {}), notes: [], hooks: config?.hooks ?? { before: [], after_snapshot: [], after: [], on_failure: [] }, ...(config?.view ? { view: config.view } : {}) };
   if (config?.configUrl) {
     // A controlling service's config replaces what to back up (docs/CONFIG.md, "Config from a URL").
     const sc = await loadUrlConfig(config.configUrl, config.configUrlCa);
@@ -208,6 +210,7 @@ export async function run(argv: string[], out: Output, signal: AbortSignal): Pro
   const several = plan0.stores.length > 1;
   let code: number = EXIT.OK;
   let failure: unknown;
+  const succeeded: string[] = [];
   const failed = (target: Target, err: unknown) => {
     failure ??= err;
     const message = err instanceof BakkerError ? err.message : errMessage(err);
@@ -218,6 +221,7 @@ export async function run(argv: string[], out: Output, signal: AbortSignal): Pro
       try {
         const c = await one(target);
         if (c !== EXIT.OK && code === EXIT.OK) code = c;
+        if (c === EXIT.OK || c === EXIT.PARTIAL) succeeded.push(target.name);
       } catch (err) {
         if (!several) throw err;
         failed(target, err); // one target failing does not stop the others; the run still fails
@@ -244,6 +248,11 @@ export async function run(argv: string[], out: Output, signal: AbortSignal): Pro
     }
   }
   await each(copies, (t) => copyTarget(t, plan0, out, signal));
+  // The archive tier: after the snapshots it is fed from, when one is due (docs/ARCHIVES.md).
+  if (plan0.config?.archives.length && !plan0.dryRun && succeeded.length) {
+    const { pushAfterBackup } = await import('./archive.js');
+    if (!(await pushAfterBackup(plan0.config, succeeded, out)) && code === EXIT.OK) code = EXIT.FAILED;
+  }
   if (failure !== undefined) {
     if (!several) throw failure;
     return exitCodeOf(failure);

@@ -16,6 +16,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   restore: () => import('./restore.js'),
   verify: () => import('./verify.js'),
   export: () => import('./export.js'),
+  archive: () => import('./archive.js'),
   prune: () => import('./prune.js'),
   key: () => import('./key.js'),
   storage: () => import('./storage.js'),
@@ -33,6 +34,7 @@ Commands:
   restore   restore a snapshot, or part of it, into a folder
   verify    check snapshots against their impls
   export    write a snapshot (or what is new since another) as a pax tar stream
+  archive   push, list, restore and prune archives in S3 object storage (the third tier)
   prune     remove snapshots a retention policy does not keep (merging their diffs)
   key       make an age identity for encrypted stores
   storage   manage client accounts on the storage server (as root there)

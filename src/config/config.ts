@@ -8,6 +8,9 @@ import { HASH_ALGOS, type HashAlgo } from '../util/hash.js';
 import { compilePattern, PatternError } from '../scan/exclude.js';
 import { checkHooks, checkRetention, checkView, type HooksConfig, type ViewConfig } from './job-config.js';
 import type { Policy } from '../engine/retention/policy.js';
+import type { ArchiveConfig } from '../archive/archive.js';
+import { checkArchives } from './archive-config.js';
+import os from 'node:os';
 
 /** The validated config (docs/CONFIG.md). */
 export interface Config {
@@ -25,6 +28,8 @@ export interface Config {
   /** The consistent view and the hooks around it (docs/VIEWS.md). */
   view?: ViewConfig;
   hooks: HooksConfig;
+  /** The object-storage tier (docs/ARCHIVES.md). */
+  archives: ArchiveConfig[];
 }
 
 export interface TargetConfig {
@@ -115,7 +120,7 @@ function describe(v: unknown): string {
   return `${typeof v} ${JSON.stringify(v)}`;
 }
 
-const TOP = ['job', 'sources', 'exclude', 'exclude_from', 'one_file_system', 'checksum', 'targets', 'config_url', 'config_url_ca', 'view', 'hooks'];
+const TOP = ['job', 'sources', 'exclude', 'exclude_from', 'one_file_system', 'checksum', 'targets', 'config_url', 'config_url_ca', 'view', 'hooks', 'archives'];
 const TARGET = ['store', 'identity', 'known_hosts', 'host_key', 'reconnect_for', 'from', 'retention', 'on_full', 'encryption', 'compression'];
 
 /** Parses YAML text into its value and a Checker that reports problems with file and line. */
@@ -128,6 +133,22 @@ export function parseYaml(text: string, file: string): { c: Checker; raw: unknow
     throw configError(`${file}${line ? `:${line}` : ''}: not valid YAML: ${e.message.split('\n')[0]}`, file);
   }
   return { c: new Checker(file, doc, lines), raw: doc.toJS() as unknown };
+}
+
+/** `encryption: {recipients: [age1...], identity: FILE}` of a target or an archive. */
+export function checkEncryption(c: Checker, w: Where, v: unknown, what: string): { recipients: string[]; identity?: string } {
+  const e = c.keys(w, v, ['recipients', 'identity']);
+  if (e.recipients === undefined) c.fail(w, `missing "recipients": the age1... public keys ${what} for (bakker key generate prints one)`);
+  const recipients = c.strList([...w, 'recipients'], e.recipients, 'age1... recipients');
+  if (recipients.length === 0) c.fail([...w, 'recipients'], 'expected at least one age1... recipient');
+  recipients.forEach((r, i) => {
+    try {
+      parseRecipient(r);
+    } catch {
+      c.fail([...w, 'recipients', i], `"${r}" is not an age X25519 recipient (age1..., as bakker key generate or age-keygen prints it)`);
+    }
+  });
+  return { recipients, ...(e.identity !== undefined ? { identity: c.str([...w, 'identity'], e.identity, 'an age identity file') } : {}) };
 }
 
 /** `sources`: a non-empty list of absolute paths (shared with the config on a store). */
@@ -203,21 +224,7 @@ export function parseConfig(text: string, file: string): Config {
       if (t.on_full === 'prune' && !t.retention) c.fail(['targets', name, 'on_full'], 'on_full: prune needs a retention: policy (with min_keep) on this target');
       target.onFull = t.on_full as 'prune' | 'fail';
     }
-    if (t.encryption !== undefined) {
-      const w = ['targets', name, 'encryption'];
-      const e = c.keys(w, t.encryption, ['recipients', 'identity']);
-      if (e.recipients === undefined) c.fail(w, 'missing "recipients": the age1... public keys a backup encrypts for (bakker key generate prints one)');
-      const recipients = c.strList([...w, 'recipients'], e.recipients, 'age1... recipients');
-      if (recipients.length === 0) c.fail([...w, 'recipients'], 'expected at least one age1... recipient');
-      recipients.forEach((r, i) => {
-        try {
-          parseRecipient(r);
-        } catch {
-          c.fail([...w, 'recipients', i], `"${r}" is not an age X25519 recipient (age1..., as bakker key generate or age-keygen prints it)`);
-        }
-      });
-      target.encryption = { recipients, ...(e.identity !== undefined ? { identity: c.str([...w, 'identity'], e.identity, 'an age identity file') } : {}) };
-    }
+    if (t.encryption !== undefined) target.encryption = checkEncryption(c, ['targets', name, 'encryption'], t.encryption, 'a backup encrypts');
     if (t.compression !== undefined) {
       const level = typeof t.compression === 'string' ? parseCompression(t.compression) : null;
       if (level === null) c.fail(['targets', name, 'compression'], `expected zstd, zstd:LEVEL (1-19) or none, got ${JSON.stringify(t.compression)}`);
@@ -238,7 +245,7 @@ export function parseConfig(text: string, file: string): Config {
     } else if (local && t !== local && t.store.startsWith('sftp://')) t.from = local.name;
   }
   const view = checkView(c, o.view, job ?? 'default');
-  const out: Config = { file, job, sources, exclude, excludeFrom, oneFileSystem, checksum, targets, hooks: checkHooks(c, o.hooks), ...(view ? { view } : {}) };
+  const out: Config = { file, job, sources, exclude, excludeFrom, oneFileSystem, checksum, targets, hooks: checkHooks(c, o.hooks), archives: checkArchives(c, o.archives, targets, os.hostname()), ...(view ? { view } : {}) };
   if (o.config_url !== undefined) {
     out.configUrl = c.str(['config_url'], o.config_url, 'an https:// URL');
     let u: URL | null = null;

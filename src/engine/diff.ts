@@ -16,9 +16,11 @@ export async function diffSnapshots(
   from: string,
   to: string,
   onChange: (change: Exclude<Change, 'same'>, a: Entry | undefined, b: Entry | undefined) => void,
+  /** Where the older impl is, when not on `store` (the archive tier's copy of an archived snapshot's impl). */
+  fromStore: Store = store,
 ): Promise<DiffCounts> {
   const counts: DiffCounts = { added: 0, removed: 0, content: 0, meta: 0 };
-  const ra = await ImplReader.open(store, implPath(from));
+  const ra = await ImplReader.open(fromStore, implPath(from));
   const rb = await ImplReader.open(store, implPath(to));
   try {
     let a = await ra.next();

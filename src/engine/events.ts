@@ -14,6 +14,8 @@ export type BakkerEvent =
   | { event: 'problem'; snapshot: string; path?: string; message: string }
   | { event: 'snapshot'; name: string; entries: number; bytes: number; newBytes: number; start?: string; durationMs?: number }
   | { event: 'restored'; path: string }
+  /** The archive tier (archive/archive.ts): an archive pushed, kept, deleted, waited for, cleaned up. */
+  | { event: 'archive'; action: string; snapshot: string; message: string; [k: string]: unknown }
   | { event: 'summary'; [k: string]: unknown };
 
 export type Emit = (ev: BakkerEvent) => void;

@@ -36,6 +36,9 @@ export class Output {
       case 'problem':
         this.line(`problem: ${ev.snapshot}${ev.path ? ` ${ev.path}` : ''}: ${ev.message}`);
         break;
+      case 'archive':
+        this.line(ev.message);
+        break;
       case 'entry':
         this.line(`${ev.change} ${ev.path}`);
         break;

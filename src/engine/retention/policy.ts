@@ -87,6 +87,11 @@ const BUCKETS: Record<'hourly' | 'daily' | 'weekly' | 'monthly' | 'yearly', Buck
   yearly: (t) => String(t.getFullYear()),
 };
 
+/** The calendar bucket (local time) of `t`: "2026-11" for monthly, "2026-W48" for weekly, "2026-11-30" for daily. */
+export function bucketOf(kind: keyof typeof BUCKETS, t: Date): string {
+  return BUCKETS[kind](t);
+}
+
 export function isEmpty(p: Policy): boolean {
   return Object.entries(p).every(([k, v]) => k === 'minKeep' || v === undefined || v === 0);
 }
