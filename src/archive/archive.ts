@@ -8,6 +8,7 @@ import { decrypt, encrypt, encryptBuffer, parseRecipient, type Identity } from '
 import { acquireLock, implPath, listStore } from '../engine/layout.js';
 import { compareSnapshotNames, SNAPSHOT_RE } from '../engine/naming.js';
 import type { Emit } from '../engine/events.js';
+import { faultPoint } from '../engine/fault.js';
 import { applyPolicy, bucketOf, type Policy } from '../engine/retention/policy.js';
 import type { MetaContext } from '../engine/restore/apply-meta.js';
 import { ImplReader } from '../manifest/impl-io.js';
@@ -359,6 +360,7 @@ export async function pushArchive(cfg: ArchiveConfig, store: Store, opts: { snap
       files: counts.files,
       bytes: counts.bytes,
     };
+    faultPoint('archive-before-marker');
     await s3.putSmall(keys.marker, Buffer.from(JSON.stringify(marker, null, 1) + '\n'));
     await s3.delete(keys.upload);
     const seconds = (Date.now() - started) / 1000;
@@ -485,6 +487,24 @@ export function decidePrune(cfg: ArchiveConfig, archives: Marker[], now: Date, e
   );
   const out = new Map<string, PruneDecision>();
   for (const d of decisions) out.set(d.name, { snapshot: d.name, action: d.keep ? 'keep' : 'delete', reasons: [...d.reasons] });
+  // Chains: whatever is kept (and then whatever is deferred) keeps what it is built on.
+  const by = new Map(archives.map((a) => [a.snapshot, a]));
+  const keepBases = (from: PruneDecision['action']) => {
+    for (const a of [...archives].reverse()) {
+      if (out.get(a.snapshot)!.action !== from) continue;
+      for (let c = a; c.kind === 'incremental'; ) {
+        const b = by.get(c.base!);
+        if (!b) break;
+        const bd = out.get(b.snapshot)!;
+        if (bd.action === 'delete') {
+          bd.action = 'keep';
+          bd.reasons.push(`base of ${a.snapshot}${from === 'defer' ? ' (kept for now)' : ''}`);
+        }
+        c = b;
+      }
+    }
+  };
+  keepBases('keep');
   for (const a of archives) {
     const d = out.get(a.snapshot)!;
     if (d.action !== 'delete') continue;
@@ -499,22 +519,7 @@ export function decidePrune(cfg: ArchiveConfig, archives: Marker[], now: Date, e
       }
     }
   }
-  // Chains: whatever is kept (or deferred) keeps what it is built on.
-  const by = new Map(archives.map((a) => [a.snapshot, a]));
-  for (const a of [...archives].reverse()) {
-    const d = out.get(a.snapshot)!;
-    if (d.action === 'delete' || a.kind !== 'incremental') continue;
-    for (let c = a; c.kind === 'incremental'; ) {
-      const b = by.get(c.base!);
-      if (!b) break;
-      const bd = out.get(b.snapshot)!;
-      if (bd.action === 'delete') {
-        bd.action = 'keep';
-        bd.reasons.push(`base of ${a.snapshot}`);
-      }
-      c = b;
-    }
-  }
+  keepBases('defer');
   return archives.map((a) => out.get(a.snapshot)!);
 }
 

@@ -63,7 +63,10 @@ export async function extractArchive(members: AsyncIterable<Member>, root: Buffe
     const tmp = join(parent(dest), `.bakker-restore-${randomBytes(6).toString('hex')}`);
     try {
       if (m.linkTo) {
-        await checkLinkSource(root, m.linkTo, what);
+        const from = await checkLinkSource(root, m.linkTo, what);
+        const there = await fsp.lstat(dest).catch(() => null);
+        // Already this link (an increment's member of an older group): a rename onto the same inode would leave the new name.
+        if (there && there.ino === from.ino && there.dev === from.dev) continue;
         await fsp.link(abs(m.linkTo), tmp);
       } else if (e.type === 'file') {
         counts.files++;
@@ -142,9 +145,10 @@ async function throughRealDirs(root: Buffer, rel: Buffer): Promise<fs.Stats | nu
   return null;
 }
 
-async function checkLinkSource(root: Buffer, rel: Buffer, what: string): Promise<void> {
+async function checkLinkSource(root: Buffer, rel: Buffer, what: string): Promise<fs.Stats> {
   const st = await throughRealDirs(root, rel);
   if (!st || st.isDirectory()) throw unsafe(what, `a hard link points at "${display(rel)}", which is not an entry restored here`);
+  return st;
 }
 
 /** Deletes the NUL-terminated paths of `.bakker-removed` that are still there (never through a symlink). */

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { BakkerError, errMessage } from '../errors.js';
+import { faultPoint } from '../engine/fault.js';
 
 // bakker pins its AWS SDK version (the last releases for Node 20); the SDK's notice about later ones is not the admin's concern.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -140,6 +141,7 @@ export class ObjectStore {
       const p = this.send<{ ETag?: string }>(`uploading part ${n} of ${key}`, new sdk.UploadPartCommand({ Bucket: this.s.bucket, Key: key, UploadId: uploadId, PartNumber: n, Body: body, ContentLength: body.length })).then(
         (r) => {
           slot.ETag = r.ETag!;
+          faultPoint('archive-part-sent');
         },
         (err) => {
           failed ??= err;

@@ -40,7 +40,7 @@ export function checkArchives(c: Checker, v: unknown, targets: TargetConfig[], h
       } catch {
         u = null;
       }
-      if (!u || (u.protocol !== 'https:' && u.protocol !== 'http:')) c.fail([...w, 'endpoint'], `expected an https:// URL (http:// only for a server on this host), got "${endpoint}"`);
+      if (!u || (u.protocol !== 'https:' && u.protocol !== 'http:')) c.fail([...w, 'endpoint'], `expected an https:// URL (or http:// for a server on a network you trust), got "${endpoint}"`);
     }
     let prefix = o.prefix === undefined ? `bakker/${host}/` : typeof o.prefix === 'string' ? o.prefix : c.str([...w, 'prefix'], o.prefix, 'a key prefix');
     prefix = prefix.replace(/^\/+/, '');

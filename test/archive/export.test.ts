@@ -4,7 +4,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { BIN, bakker } from '../helpers/cli.js';
-import { build, requireTool, rmrf, sh, tempDir } from '../helpers/tree.js';
+import { buildEveryKind, requireTool, rmrf, sh, tempDir } from '../helpers/tree.js';
 
 /* bakker export: a snapshot (or an increment) as a pax tar stream, checked by GNU tar, rsync and getfacl. */
 
@@ -16,23 +16,11 @@ before(() => {
   for (const t of ['tar', 'rsync', 'getfacl', 'setfacl', 'setfattr']) requireTool(t);
   work = tempDir();
   src = path.join(work, 'src');
-  build(src, [
-    { file: 'etc/app.conf', content: 'key = value\n', mode: 0o640, uid: 1000, gid: 1000 },
+  buildEveryKind(src, 'key = value\n', odd, [
     { file: 'data/big.bin', content: Buffer.alloc(700_000, 3) },
     { file: 'data/edit.txt', content: 'v1' },
     { file: 'data/empty', content: '' },
-    { dir: 'data/empty-dir', mode: 0o750 },
-    { symlink: 'data/link', target: '../etc/app.conf' },
-    { file: 'data/h1', content: 'hard' },
-    { hardlink: 'data/h2', to: 'data/h1' },
-    { fifo: 'data/fifo' },
-    { file: 'data/suid', content: '#!/bin/sh\n', mode: 0o4755 },
   ]);
-  fs.writeFileSync(Buffer.concat([Buffer.from(`${src}/data/`), odd]), 'odd');
-  sh('setfattr', ['-n', 'user.note', '-v', 'kept', path.join(src, 'data/big.bin')]);
-  sh('setfacl', ['-m', 'u:1000:r,g:1000:rw', path.join(src, 'etc/app.conf')]);
-  sh('setfacl', ['-d', '-m', 'u:1000:rx', path.join(src, 'data/empty-dir')]);
-  sh('mknod', [path.join(src, 'data/null'), 'c', '1', '3']);
 });
 
 after(() => {

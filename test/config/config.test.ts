@@ -125,3 +125,32 @@ test('view and hooks: checked like the rest, each mistake named on one line', ()
   ];
   for (const [text, re] of bad) assert.throws(() => parseConfig(text, 'b.yaml'), (e: Error) => re.test(e.message), `${re} for:\n${text}`);
 });
+
+test('archives: a good one loads with its defaults; each mistake is named with its line', () => {
+  const R = 'age1zdegvnzl264azqktjedang2xur5x9vz55f68erylhh2nqma5kvcsvy7tzs';
+  const base = `${good}archives:\n  - name: glacier\n    region: eu-central-1\n    bucket: acme-backups\n    encryption: {recipients: [${R}]}\n`;
+  const c = parseConfig(base + '    storage_class: DEEP_ARCHIVE\n    select: every 30\n    retention: {keep_monthly: 12}\n', 'b.yaml');
+  const a = c.archives[0]!;
+  assert.equal(a.from, 'local', 'fed from the first local target');
+  assert.equal(a.prefix.startsWith('bakker/') && a.prefix.endsWith('/'), true);
+  assert.deepEqual([a.storageClass, a.mode, a.fullEvery, a.compression, a.restoreTier, a.restoreDays, a.afterBackup, a.credentials], ['DEEP_ARCHIVE', 'incremental', 12, 3, 'Standard', 7, true, 'default']);
+  assert.deepEqual(a.select, { kind: 'every', days: 30 });
+  assert.deepEqual(a.recipients, [R]);
+  assert.equal(a.retention?.keepMonthly, 12);
+  const bad: [string, RegExp][] = [
+    [base.replace(`    encryption: {recipients: [${R}]}\n`, ''), /^b\.yaml:13: archives\.0: missing "encryption": give \{recipients: \[age1\.\.\.\]\}.*or write encryption: none/],
+    [base + '    storage_class: GLACIER_FLEXIBLE\n', /^b\.yaml:\d+: archives\.0\.storage_class: expected one of STANDARD, STANDARD_IA, GLACIER_IR, GLACIER, DEEP_ARCHIVE, got "GLACIER_FLEXIBLE"/],
+    [base + '    select: fortnightly\n', /archives\.0\.select: expected monthly, weekly, daily or "every N" \(days\), got "fortnightly"/],
+    [base.replace('bucket: acme-backups', 'bucket: Acme_Backups'), /archives\.0\.bucket: "Acme_Backups" is not a valid S3 bucket name/],
+    [base + '    bukket: x\n', /^b\.yaml:\d+: "bukket" is not a known setting here \(known: name, type, from/],
+    [base + '    mode: full\n    full_every: 3\n', /archives\.0\.full_every: full_every goes with mode: incremental/],
+    [base + '    from: offsite\n', /archives\.0\.from: "offsite" is not a target here \(targets: local\)/],
+    [base + '    storage_class: DEEP_ARCHIVE\n    restore_tier: Expedited\n', /DEEP_ARCHIVE has no Expedited retrieval/],
+    [base + '    credentials: {access_key_id: AK}\n', /archives\.0\.credentials: expected access_key_id and secret_access_key/],
+    [base + '    endpoint: s3.example.com\n', /archives\.0\.endpoint: expected an https:\/\/ URL/],
+    [base + '    prefix: a/../b\n', /archives\.0\.prefix: "a\/\.\.\/b\/" has an empty, "\." or "\.\." part/],
+    [base + '  - name: glacier\n    region: r\n    bucket: other-bucket\n    encryption: none\n', /archives\.1\.name: another archive is named "glacier"/],
+    [`${good}archives: {name: x}\n`, /archives: expected a list of archives/],
+  ];
+  for (const [text, re] of bad) assert.throws(() => parseConfig(text, 'b.yaml'), (e: Error) => re.test(e.message), `${re} for:\n${text}`);
+});

@@ -58,9 +58,9 @@ export function freePort(): Promise<number> {
   });
 }
 
-async function waitListening(port: number, proc: ChildProcess, log: string): Promise<void> {
+export async function waitListening(port: number, proc: ChildProcess, log: string, what = 'sshd'): Promise<void> {
   for (let i = 0; i < 100; i++) {
-    if (proc.exitCode !== null) throw new Error(`sshd exited (${proc.exitCode}): ${fs.readFileSync(log, 'utf8').slice(-2000)}`);
+    if (proc.exitCode !== null) throw new Error(`${what} exited (${proc.exitCode}): ${fs.readFileSync(log, 'utf8').slice(-2000)}`);
     const ok = await new Promise<boolean>((resolve) => {
       const s = net.connect(port, '127.0.0.1');
       s.once('connect', () => {
@@ -72,7 +72,7 @@ async function waitListening(port: number, proc: ChildProcess, log: string): Pro
     if (ok) return;
     await new Promise((r) => setTimeout(r, 50));
   }
-  throw new Error(`sshd did not listen on ${port}: ${fs.readFileSync(log, 'utf8').slice(-2000)}`);
+  throw new Error(`${what} did not listen on ${port}: ${fs.readFileSync(log, 'utf8').slice(-2000)}`);
 }
 
 export async function startSshd(): Promise<Sshd> {

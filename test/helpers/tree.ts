@@ -72,3 +72,27 @@ export function requireTool(name: string): void {
 export function sh(cmd: string, args: string[], opts: { cwd?: string; input?: string; env?: NodeJS.ProcessEnv } = {}): string {
   return execFileSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20, ...opts });
 }
+
+/**
+ * A tree with every kind tar and the impl carry, for export and archive tests: owner 1000 with an
+ * access ACL (etc/app.conf, content given), a default ACL on a folder, an xattr (on data/big.bin,
+ * which `extra` must create), a symlink, a hard-link pair, a fifo, a setuid file, a char device
+ * and a name that is not UTF-8 (data/ + `odd`); `extra` first.
+ */
+export function buildEveryKind(root: string, conf: string, odd: Buffer, extra: Spec[]): void {
+  build(root, [
+    { file: 'etc/app.conf', content: conf, mode: 0o640, uid: 1000, gid: 1000 },
+    ...extra,
+    { dir: 'data/empty-dir', mode: 0o750 },
+    { symlink: 'data/link', target: '../etc/app.conf' },
+    { file: 'data/h1', content: 'hard' },
+    { hardlink: 'data/h2', to: 'data/h1' },
+    { fifo: 'data/fifo' },
+    { file: 'data/suid', content: '#!/bin/sh\n', mode: 0o4755 },
+  ]);
+  fs.writeFileSync(Buffer.concat([Buffer.from(`${root}/data/`), odd]), 'odd');
+  sh('setfattr', ['-n', 'user.note', '-v', 'kept', path.join(root, 'data/big.bin')]);
+  sh('setfacl', ['-m', 'u:1000:r,g:1000:rw', path.join(root, 'etc/app.conf')]);
+  sh('setfacl', ['-d', '-m', 'u:1000:rx', path.join(root, 'data/empty-dir')]);
+  sh('mknod', [path.join(root, 'data/null'), 'c', '1', '3']);
+}
