@@ -15,6 +15,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { timedSync } from './timed.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const COUNT = Number(process.env.COUNT ?? 50000);
@@ -24,16 +25,7 @@ const store = path.join(W, 'store');
 const bin = path.join(root, 'bin/bakker.js');
 const env = { BAKKER_STATE_DIR: path.join(W, 'state') };
 
-function timed(label, cmd, args, opts = {}) {
-  spawnSync('sync');
-  const r = spawnSync('/usr/bin/time', ['-f', '%e %U %S %M', cmd, ...args], { env: { ...process.env, ...env, ...(opts.env ?? {}) }, stdio: ['ignore', opts.out ?? 'ignore', 'pipe'], maxBuffer: 1 << 26 });
-  const stderr = r.stderr.toString();
-  if (r.status !== 0) throw new Error(`${label} failed: ${stderr.slice(-2000)}`);
-  const [wall, user, sys, rss] = stderr.trim().split('\n').pop().split(' ').map(Number);
-  const row = { label, wall, cpu: +(user + sys).toFixed(2), rssMB: Math.round(rss / 1024) };
-  console.error(JSON.stringify(row));
-  return row;
-}
+const timed = (label, cmd, args, opts = {}) => timedSync(label, cmd, args, { ...opts, env: { ...env, ...(opts.env ?? {}) } });
 const sh = (cmd) => timed(cmd.split(' ')[0], 'bash', ['-c', `set -o pipefail; ${cmd}`]);
 
 fs.mkdirSync(W, { recursive: true });

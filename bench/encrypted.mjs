@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { timedSync } from './timed.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const COUNT = Number(process.env.COUNT ?? 100000);
@@ -20,16 +21,7 @@ const src = path.join(W, 'src');
 // Run as installed: through the bin's shebang (its node options: a small semi-space, --expose-gc).
 const bin = path.join(root, 'bin/bakker.js');
 
-function timed(label, cmd, args, env = {}) {
-  spawnSync('sync'); // the previous step's writeback does not land on this one
-  const r = spawnSync('/usr/bin/time', ['-f', '%e %U %S %M', cmd, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'], maxBuffer: 1 << 26 });
-  const stderr = r.stderr.toString();
-  if (r.status !== 0) throw new Error(`${label} failed: ${stderr.slice(-2000)}`);
-  const [wall, user, sys, rss] = stderr.trim().split('\n').pop().split(' ').map(Number);
-  const row = { label, wall, cpu: +(user + sys).toFixed(2), rssMB: Math.round(rss / 1024) };
-  console.error(JSON.stringify(row));
-  return row;
-}
+const timed = (label, cmd, args, env = {}) => timedSync(label, cmd, args, { env });
 
 fs.mkdirSync(W, { recursive: true });
 const made = path.join(W, 'src.ok');
