@@ -281,7 +281,29 @@ async function readAll(s: AsyncIterable<Buffer>): Promise<Buffer> {
  * full_every, and whether that archive's impl is at hand). Objects: the pax tar stream through
  * zstd and age, streamed into a multipart upload; the impl (gzip, through age); the marker last.
  */
-export async function pushArchive(cfg: ArchiveConfig, store: Store, opts: { snapshot?: string; force?: boolean; full?: boolean; dryRun?: boolean; emit: Emit }): Promise<PushResult> {
+/** The stream, failing at the next chunk once `signal` is aborted (SIGINT, SIGTERM). */
+async function* stoppable(source: AsyncIterable<Buffer>, signal: AbortSignal | undefined): AsyncGenerator<Buffer> {
+  for await (const c of source) {
+    checkStop(signal);
+    yield c;
+  }
+}
+
+function checkStop(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new BakkerError('IO', 'the push was stopped by a signal; what it uploaded is removed (or by the next push)');
+}
+
+/** Best effort: aborts the uploads and deletes the objects of a push that did not finish. */
+async function discard(s3: ObjectStore, uploads: { key: string; uploadId: string }[], keys: string[]): Promise<void> {
+  try {
+    for (const u of uploads) await s3.abortUpload(u.key, u.uploadId);
+    for (const k of keys) await s3.delete(k);
+  } catch {
+    // the marker was never written: the next push or prune removes what is left
+  }
+}
+
+export async function pushArchive(cfg: ArchiveConfig, store: Store, opts: { snapshot?: string; force?: boolean; full?: boolean; dryRun?: boolean; signal?: AbortSignal; emit: Emit }): Promise<PushResult> {
   return withArchive(cfg, opts.dryRun, opts.emit, async (s3, archives, cleaned) => {
     const listing = await listStore(store);
     const snap = opts.snapshot ?? listing.complete[listing.complete.length - 1];
@@ -317,56 +339,66 @@ export async function pushArchive(cfg: ArchiveConfig, store: Store, opts: { snap
     const keys = keysOf(cfg, snap);
     const started = Date.now();
     const record = { snapshot: snap, host: os.hostname(), pid: process.pid, started: new Date().toISOString(), uploads: [] as { key: string; uploadId: string }[] };
-    await s3.putSmall(keys.upload, Buffer.from(JSON.stringify(record)));
+    let committed = false;
+    try {
+      await s3.putSmall(keys.upload, Buffer.from(JSON.stringify(record)));
 
-    const reader = await ImplReader.open(store, implPath(snap));
-    const time = reader.header.start;
-    reader.close();
-    const counts: ExportCounts = { entries: 0, files: 0, bytes: 0, skipped: 0 };
-    let stream: AsyncIterable<Buffer> = exportSnapshot(store, snap, { ...(kind === 'incremental' ? { since: base!.snapshot, sinceStore: sinceStore! } : {}), counts });
-    if (cfg.compression) stream = zstdStream(stream, cfg.compression);
-    const recipients = cfg.recipients?.map((r) => parseRecipient(r));
-    if (recipients) stream = encrypt(stream, recipients);
-    const data = await s3.upload(keys.data, stream, {
-      storageClass: cfg.storageClass,
-      partSize: cfg.partSize,
-      onStart: async (uploadId) => {
-        record.uploads.push({ key: keys.data, uploadId });
-        await s3.putSmall(keys.upload, Buffer.from(JSON.stringify(record)));
-      },
-    });
-    const implGz = await readAll((await store.openRead(implPath(snap))).stream);
-    const implBody = recipients ? encryptBuffer(implGz, recipients) : implGz;
-    await s3.putSmall(keys.impl, implBody, cfg.storageClass);
-    // This server keeps the impl, so the next increment can list what was removed after the local snapshot is pruned.
-    await fsp.mkdir(state, { recursive: true, mode: 0o700 });
-    const tmp = path.join(state, `.${snap}.impl.tmp`);
-    await fsp.writeFile(tmp, implGz, { mode: 0o600 });
-    await fsp.rename(tmp, path.join(state, `${snap}.impl`));
-    const marker: Marker = {
-      bakker_archive: 1,
-      snapshot: snap,
-      time,
-      kind,
-      ...(kind === 'incremental' ? { base: base!.snapshot } : {}),
-      host: os.hostname(),
-      created: new Date().toISOString(),
-      storage_class: cfg.storageClass,
-      compression: cfg.compression,
-      encrypted: recipients !== undefined,
-      data: { key: keys.data, size: data.size, sha256: data.sha256, parts: data.parts },
-      impl: { key: keys.impl, size: implBody.length, sha256: createHash('sha256').update(implBody).digest('hex') },
-      entries: counts.entries,
-      files: counts.files,
-      bytes: counts.bytes,
-    };
-    faultPoint('archive-before-marker');
-    await s3.putSmall(keys.marker, Buffer.from(JSON.stringify(marker, null, 1) + '\n'));
-    await s3.delete(keys.upload);
-    const seconds = (Date.now() - started) / 1000;
-    if (counts.skipped) opts.emit({ event: 'warning', message: `${snap}: ${counts.skipped} socket(s) left out of the archive (tar cannot hold them; the impl alongside lists them)` });
-    opts.emit({ event: 'archive', action: 'pushed', snapshot: snap, kind, message: `archive ${cfg.name}: ${snap} pushed as ${kind === 'full' ? 'a full' : `an increment on ${base!.snapshot}`} (${why}): ${count(counts.entries)} entries, ${bytes(counts.bytes)} of files, ${bytes(data.size)} stored, ${seconds.toFixed(1)} s` });
-    return { snapshot: snap, reason: why, kind, ...(kind === 'incremental' ? { base: base!.snapshot } : {}), entries: counts.entries, files: counts.files, bytes: counts.bytes, stored: data.size, seconds, cleaned };
+      const reader = await ImplReader.open(store, implPath(snap));
+      const time = reader.header.start;
+      reader.close();
+      const counts: ExportCounts = { entries: 0, files: 0, bytes: 0, skipped: 0 };
+      let stream: AsyncIterable<Buffer> = stoppable(exportSnapshot(store, snap, { ...(kind === 'incremental' ? { since: base!.snapshot, sinceStore: sinceStore! } : {}), counts }), opts.signal);
+      if (cfg.compression) stream = zstdStream(stream, cfg.compression);
+      const recipients = cfg.recipients?.map((r) => parseRecipient(r));
+      if (recipients) stream = encrypt(stream, recipients);
+      const data = await s3.upload(keys.data, stream, {
+        storageClass: cfg.storageClass,
+        partSize: cfg.partSize,
+        onStart: async (uploadId) => {
+          record.uploads.push({ key: keys.data, uploadId });
+          await s3.putSmall(keys.upload, Buffer.from(JSON.stringify(record)));
+        },
+      });
+      checkStop(opts.signal);
+      const implGz = await readAll((await store.openRead(implPath(snap))).stream);
+      const implBody = recipients ? encryptBuffer(implGz, recipients) : implGz;
+      await s3.putSmall(keys.impl, implBody, cfg.storageClass);
+      // This server keeps the impl, so the next increment can list what was removed after the local snapshot is pruned.
+      await fsp.mkdir(state, { recursive: true, mode: 0o700 });
+      const tmp = path.join(state, `.${snap}.impl.tmp`);
+      await fsp.writeFile(tmp, implGz, { mode: 0o600 });
+      await fsp.rename(tmp, path.join(state, `${snap}.impl`));
+      const marker: Marker = {
+        bakker_archive: 1,
+        snapshot: snap,
+        time,
+        kind,
+        ...(kind === 'incremental' ? { base: base!.snapshot } : {}),
+        host: os.hostname(),
+        created: new Date().toISOString(),
+        storage_class: cfg.storageClass,
+        compression: cfg.compression,
+        encrypted: recipients !== undefined,
+        data: { key: keys.data, size: data.size, sha256: data.sha256, parts: data.parts },
+        impl: { key: keys.impl, size: implBody.length, sha256: createHash('sha256').update(implBody).digest('hex') },
+        entries: counts.entries,
+        files: counts.files,
+        bytes: counts.bytes,
+      };
+      faultPoint('archive-before-marker');
+      checkStop(opts.signal);
+      await s3.putSmall(keys.marker, Buffer.from(JSON.stringify(marker, null, 1) + '\n'));
+      committed = true;
+      await s3.delete(keys.upload);
+      const seconds = (Date.now() - started) / 1000;
+      if (counts.skipped) opts.emit({ event: 'warning', message: `${snap}: ${counts.skipped} socket(s) left out of the archive (tar cannot hold them; the impl alongside lists them)` });
+      opts.emit({ event: 'archive', action: 'pushed', snapshot: snap, kind, message: `archive ${cfg.name}: ${snap} pushed as ${kind === 'full' ? 'a full' : `an increment on ${base!.snapshot}`} (${why}): ${count(counts.entries)} entries, ${bytes(counts.bytes)} of files, ${bytes(data.size)} stored, ${seconds.toFixed(1)} s` });
+      return { snapshot: snap, reason: why, kind, ...(kind === 'incremental' ? { base: base!.snapshot } : {}), entries: counts.entries, files: counts.files, bytes: counts.bytes, stored: data.size, seconds, cleaned };
+    } catch (err) {
+      // A failed or stopped push takes its objects back now (what cannot be, the next push or prune does).
+      if (!committed) await discard(s3, record.uploads, [keys.data, keys.impl, keys.upload]);
+      throw err;
+    }
   });
 }
 

@@ -1,4 +1,5 @@
-import { BakkerError } from '../errors.js';
+import fs from 'node:fs';
+import { BakkerError, errnoCode } from '../errors.js';
 import { damaged, openContent } from '../engine/content.js';
 import { implPath, treePath } from '../engine/layout.js';
 import { compareSnapshotNames } from '../engine/naming.js';
@@ -20,8 +21,51 @@ export interface ExportCounts {
   skipped: number;
 }
 
+/** Reads of a plain local store's file: 1 MiB at a time. */
+const CHUNK = 1 << 20;
+const SMALL = 64 * 1024;
+
+/**
+ * A plain local store's file, read on this thread: per file, a thread-pool round trip for each
+ * of open, fstat, read and close cost more than the reads themselves (50k files, 1 GB: 24 s).
+ */
+function* localContent(file: Buffer, e: Entry): Generator<Buffer> {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  } catch (err) {
+    throw damaged(e, `cannot be read (${errnoCode(err) ?? String(err)})`, err);
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw damaged(e, 'is not a regular file in the store');
+    if (st.size !== e.size) throw damaged(e, `has ${st.size} bytes where the impl says ${e.size}`);
+    for (let pos = 0; pos < e.size; ) {
+      const buf = Buffer.allocUnsafe(Math.min(CHUNK, e.size - pos));
+      const n = fs.readSync(fd, buf, 0, buf.length, pos);
+      if (n === 0) throw damaged(e, `has ${pos} bytes where the impl says ${e.size}`);
+      pos += n;
+      yield n === buf.length ? buf : buf.subarray(0, n);
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** A stored file's content as it was backed up (decrypted, decompressed), checked for its size. */
 async function* content(store: Store, p: Buffer, e: Entry): AsyncGenerator<Buffer> {
+  if (store.localRoot && !store.crypt && e.z === undefined) {
+    yield* localContent(Buffer.concat([Buffer.from(`${store.localRoot}/`), p]), e);
+    return;
+  }
+  if (store.crypt && e.size <= SMALL) {
+    const data = await store.crypt.readSmallPlain(p, e);
+    if (data) {
+      if (data.length !== e.size) throw damaged(e, `has ${data.length} bytes where the impl says ${e.size}`);
+      yield data;
+      return;
+    }
+  }
   let n = 0;
   for await (const c of (await openContent(store, p, e)) as AsyncIterable<Buffer>) {
     n += c.length;

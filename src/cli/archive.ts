@@ -78,7 +78,7 @@ async function openSource(t: TargetConfig) {
 }
 
 /** Push (when due) and prune one archive from its target's store; used by `archive push` and after backups. */
-export async function pushOne(config: Config, a: ArchiveConfig, out: Output, opts: { snapshot?: string; force?: boolean; full?: boolean; dryRun?: boolean; prune?: boolean } = {}): Promise<void> {
+export async function pushOne(config: Config, a: ArchiveConfig, out: Output, opts: { snapshot?: string; force?: boolean; full?: boolean; dryRun?: boolean; prune?: boolean; signal?: AbortSignal } = {}): Promise<void> {
   const { pushArchive, pruneArchives } = await import('../archive/archive.js');
   const t = sourceTarget(config, a);
   const store = await openSource(t);
@@ -96,12 +96,12 @@ export async function pushOne(config: Config, a: ArchiveConfig, out: Output, opt
 }
 
 /** After a backup: each archive fed from a target that got a snapshot, when due. A failure is reported, not thrown. */
-export async function pushAfterBackup(config: Config, targets: string[], out: Output): Promise<boolean> {
+export async function pushAfterBackup(config: Config, targets: string[], out: Output, signal: AbortSignal): Promise<boolean> {
   let ok = true;
   for (const a of config.archives) {
     if (!a.afterBackup || !a.from || !targets.includes(a.from)) continue;
     try {
-      await pushOne(config, a, out);
+      await pushOne(config, a, out, { signal });
     } catch (err) {
       ok = false;
       out.emit({ event: 'error', target: `archive ${a.name}`, code: err instanceof BakkerError ? err.code : 'INTERNAL', message: `${errMessage(err)} (the snapshot is made; run bakker archive push again)`, exitCode: EXIT.FAILED });
@@ -110,7 +110,7 @@ export async function pushAfterBackup(config: Config, targets: string[], out: Ou
   return ok;
 }
 
-export async function run(argv: string[], out: Output): Promise<number> {
+export async function run(argv: string[], out: Output, signal: AbortSignal): Promise<number> {
   const [sub, ...rest] = argv;
   const common = { config: { type: 'string', short: 'c' }, archive: { type: 'string' } } as const;
   switch (sub) {
@@ -119,7 +119,7 @@ export async function run(argv: string[], out: Output): Promise<number> {
       if (positionals.length > 1) throw usageError('bakker archive push: name at most one snapshot');
       const config = await loadArchiveConfig(values.config);
       const a = pick(config, values.archive);
-      await pushOne(config, a, out, { ...(positionals[0] ? { snapshot: positionals[0] } : {}), force: values.force === true, full: values.full === true, dryRun: values['dry-run'] === true, prune: !values['no-prune'] });
+      await pushOne(config, a, out, { ...(positionals[0] ? { snapshot: positionals[0] } : {}), force: values.force === true, full: values.full === true, dryRun: values['dry-run'] === true, prune: !values['no-prune'], signal });
       return EXIT.OK;
     }
     case 'list': {

@@ -251,7 +251,7 @@ export async function run(argv: string[], out: Output, signal: AbortSignal): Pro
   // The archive tier: after the snapshots it is fed from, when one is due (docs/ARCHIVES.md).
   if (plan0.config?.archives.length && !plan0.dryRun && succeeded.length) {
     const { pushAfterBackup } = await import('./archive.js');
-    if (!(await pushAfterBackup(plan0.config, succeeded, out)) && code === EXIT.OK) code = EXIT.FAILED;
+    if (!(await pushAfterBackup(plan0.config, succeeded, out, signal)) && code === EXIT.OK) code = EXIT.FAILED;
   }
   if (failure !== undefined) {
     if (!several) throw failure;

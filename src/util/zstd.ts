@@ -59,20 +59,34 @@ export async function* unzstd(source: AsyncIterable<Buffer>, what: string): Asyn
   if (held > 0) throw damaged('ends inside a frame');
 }
 
-/** A stream compressed as a standard zstd stream: frames of ZSTD_CHUNK of content, each compressed on the thread pool. */
+/** Frames being compressed at once by zstdStream: the thread pool's cores stay busy while the stream is read. */
+const IN_FLIGHT = 4;
+
+/**
+ * A stream compressed as a standard zstd stream: frames of ZSTD_CHUNK of content, compressed on
+ * the thread pool, up to IN_FLIGHT at a time, yielded in order (memory: a few MiB).
+ */
 export async function* zstdStream(source: AsyncIterable<Buffer>, level: number): AsyncGenerator<Buffer> {
   let parts: Buffer[] = [];
   let held = 0;
+  const queue: Promise<Buffer>[] = [];
+  const send = (b: Buffer) => {
+    const p = native.zstdCompress(b, level);
+    p.catch(() => undefined); // awaited in order below
+    queue.push(p);
+  };
   for await (const c of source) {
     parts.push(c);
     held += c.length;
     while (held >= ZSTD_CHUNK) {
       const all = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-      yield await native.zstdCompress(all.subarray(0, ZSTD_CHUNK), level);
+      send(all.subarray(0, ZSTD_CHUNK));
       const rest = all.subarray(ZSTD_CHUNK);
       parts = rest.length ? [rest] : [];
       held = rest.length;
     }
+    while (queue.length >= IN_FLIGHT) yield await queue.shift()!;
   }
-  if (held > 0) yield await native.zstdCompress(parts.length === 1 ? parts[0]! : Buffer.concat(parts), level);
+  if (held > 0) send(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+  while (queue.length) yield await queue.shift()!;
 }
