@@ -573,6 +573,8 @@ export async function pruneArchives(cfg: ArchiveConfig, opts: { dryRun?: boolean
       }
       const verb = d.action === 'keep' ? 'keep' : d.action === 'defer' ? 'keep for now' : opts.dryRun ? 'would delete' : 'deleted';
       if (d.action === 'defer') opts.emit({ event: 'warning', message: `archive ${m.snapshot}: ${d.reasons.join('; ')}` });
+      const young = d.action === 'delete' ? d.reasons.find((r) => r.includes('-day minimum of')) : undefined;
+      if (young) opts.emit({ event: 'warning', message: `archive ${m.snapshot}: ${young} (--early)` });
       opts.emit({ event: 'archive', action: d.action, snapshot: m.snapshot, message: `${verb.padEnd(13)} ${m.snapshot} ${m.kind.padEnd(11)} ${d.reasons.join('; ')}` });
     }
     return { decisions, deleted, cleaned };

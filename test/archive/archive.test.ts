@@ -255,6 +255,7 @@ test('archive prune: a kept increment keeps its chain; young STANDARD_IA archive
   // --early: the newest (a full) is kept, the older chain goes, objects included.
   const early = bakker(['archive', 'prune', '-c', cfg, '--early'], { env: env() });
   assert.equal(early.code, 0, early.stderr);
+  assert.match(early.stderr, /warning: archive \S+: deleted 0 days old, before the 30-day minimum of STANDARD_IA: S3 still bills until \d{4}-\d\d-\d\d \(--early\)/);
   assert.deepEqual(markers(), [names[3]]);
   const left = fs.readdirSync(path.join(s3.dir, BUCKET, 'prune')).filter((f) => f.endsWith('._S3rver_object'));
   assert.equal(left.length, 3, `only the kept archive's three objects are left: ${left.join(' ')}`);
