@@ -20,6 +20,8 @@ import { isEmpty } from '../engine/retention/policy.js';
 import { prune } from '../engine/retention/prune.js';
 import { makeRoom } from '../engine/retention/on-full.js';
 import type { HooksConfig, ViewConfig } from '../config/job-config.js';
+import type { RunRecord } from '../agent/status.js';
+import { stateDir as stateDirOf } from '../util/state-dir.js';
 
 export const help = `Usage: bakker backup [SOURCE...] --store DIR [options]
        bakker backup -c CONFIG [--target NAME] [options]
@@ -199,10 +201,62 @@ async function withStoreConfig(store: Store, plan: Plan, out: Output): Promise<{
 
 type Target = Plan['stores'][number];
 
+/** What one run records per target (for status, the textfile, notifications). */
+interface RunLog {
+  job: string;
+  records: RunRecord[];
+  info: Map<string, { store: string; summary?: SnapshotSummary; freeBytes?: number }>;
+}
+
 export async function run(argv: string[], out: Output, signal: AbortSignal): Promise<number> {
   const plan0 = await planBackup(argv);
   matcherOf(plan0.exclude); // bad patterns are a usage error before any connection
   for (const n of plan0.notes) out.emit(n);
+  const log: RunLog = { job: plan0.job ?? 'default', records: [], info: new Map() };
+  const started = new Date();
+  let error: unknown;
+  try {
+    return await runPlan(plan0, out, signal, log);
+  } catch (err) {
+    error = err;
+    throw err;
+  } finally {
+    if (!plan0.dryRun) await afterRun(plan0, log, started, error, out);
+  }
+}
+
+/**
+ * After a run: every target without a record (the hooks or the view failed first) gets a failed
+ * one; then the Prometheus textfile and the notifications (docs/OPERATION.md). Never fails the run.
+ */
+async function afterRun(plan: Plan, log: RunLog, started: Date, error: unknown, out: Output): Promise<void> {
+  const { recordRun, readStatuses } = await import('../agent/status.js');
+  const message = error === undefined ? undefined : error instanceof BakkerError ? error.message : errMessage(error);
+  for (const t of plan.stores) {
+    if (log.records.some((r) => r.target === t.name)) continue;
+    if (error === undefined) continue;
+    const now = new Date().toISOString();
+    const rec: RunRecord = { job: log.job, target: t.name, store: t.store, start: started.toISOString(), end: now, durationMs: Date.now() - started.getTime(), result: 'failed', exitCode: exitCodeOf(error), ...(message ? { message } : {}) };
+    try {
+      recordRun(rec);
+    } catch {
+      // warned for already, or the state dir is not writable: the run's outcome stands
+    }
+    log.records.push(rec);
+  }
+  const op = plan.config?.operation;
+  try {
+    if (op?.monitoring) (await import('../agent/metrics.js')).writeTextfile(op.monitoring.textfile, readStatuses());
+  } catch (err) {
+    out.emit({ event: 'warning', message: `cannot write the Prometheus textfile ${op!.monitoring!.textfile}: ${errMessage(err)}` });
+  }
+  if (op?.notify) {
+    const { makeReport, notify } = await import('../agent/notify.js');
+    for (const p of await notify(op.notify, makeReport(log.job, started, log.records, log.records.length === 0 ? message : undefined))) out.emit({ event: 'warning', message: p });
+  }
+}
+
+async function runPlan(plan0: Plan, out: Output, signal: AbortSignal, log: RunLog): Promise<number> {
   // Targets read from the sources first (inside the job's hooks and view, which is released as
   // soon as they are done); then those fed from a local target's newest snapshot.
   const direct = plan0.stores.filter((t) => !t.from);
@@ -216,13 +270,41 @@ export async function run(argv: string[], out: Output, signal: AbortSignal): Pro
     const message = err instanceof BakkerError ? err.message : errMessage(err);
     out.emit({ event: 'error', target: target.name, code: err instanceof BakkerError ? err.code : 'INTERNAL', message, exitCode: exitCodeOf(err) });
   };
+  const record = async (target: Target, t0: Date, exitCode: number, err?: unknown) => {
+    if (plan0.dryRun) return;
+    const { recordRun } = await import('../agent/status.js');
+    const i = log.info.get(target.name);
+    const s = i?.summary;
+    const rec: RunRecord = {
+      job: log.job,
+      target: target.name,
+      store: i?.store ?? target.store,
+      start: t0.toISOString(),
+      end: new Date().toISOString(),
+      durationMs: Date.now() - t0.getTime(),
+      result: err !== undefined ? 'failed' : exitCode === EXIT.PARTIAL ? 'partial' : 'ok',
+      exitCode,
+      ...(err !== undefined ? { message: err instanceof BakkerError ? err.message : errMessage(err) } : {}),
+      ...(s ? { snapshot: s.snapshot, entries: s.entries, files: s.files ?? undefined, bytesNew: s.bytesCopied, errors: s.unreadable } : {}),
+      ...(i?.freeBytes !== undefined ? { storeFreeBytes: i.freeBytes } : {}),
+    };
+    try {
+      recordRun(rec);
+    } catch (e) {
+      out.emit({ event: 'warning', message: `cannot record the run's status in ${stateDirOf()}: ${errMessage(e)}` });
+    }
+    log.records.push(rec);
+  };
   const each = async (targets: Target[], one: (t: Target) => Promise<number>) => {
     for (const target of targets) {
+      const t0 = new Date();
       try {
         const c = await one(target);
+        await record(target, t0, c);
         if (c !== EXIT.OK && code === EXIT.OK) code = c;
         if (c === EXIT.OK || c === EXIT.PARTIAL) succeeded.push(target.name);
       } catch (err) {
+        await record(target, t0, exitCodeOf(err), err);
         if (!several) throw err;
         failed(target, err); // one target failing does not stop the others; the run still fails
       }
@@ -234,7 +316,7 @@ export async function run(argv: string[], out: Output, signal: AbortSignal): Pro
       await withJobView({ job, ...(plan0.view && !plan0.dryRun ? { view: plan0.view } : {}), hooks: plan0.dryRun ? NO_HOOKS : plan0.hooks, targets: direct.map((t) => t.name), emit: out.emit, signal }, async (ctx) => {
         const snapshots: string[] = [];
         await each(direct, async (t) => {
-          const r = await backupTarget(t, plan0, out, signal, ctx);
+          const r = await backupTarget(t, plan0, out, signal, ctx, log);
           if (r.snapshot) snapshots.push(r.snapshot);
           return r.code;
         });
@@ -247,7 +329,7 @@ export async function run(argv: string[], out: Output, signal: AbortSignal): Pro
       else if (err !== failure) out.emit({ event: 'warning', message: errMessage(err) });
     }
   }
-  await each(copies, (t) => copyTarget(t, plan0, out, signal));
+  await each(copies, (t) => copyTarget(t, plan0, out, signal, log));
   // The archive tier: after the snapshots it is fed from, when one is due (docs/ARCHIVES.md).
   if (plan0.config?.archives.length && !plan0.dryRun && succeeded.length) {
     const { pushAfterBackup } = await import('./archive.js');
@@ -258,6 +340,15 @@ export async function run(argv: string[], out: Output, signal: AbortSignal): Pro
     return exitCodeOf(failure);
   }
   return code;
+}
+
+/** The store's free space after a run, for status and the textfile (none when it cannot be told). */
+async function freeOf(store: Store): Promise<{ freeBytes?: number }> {
+  try {
+    return { freeBytes: (await store.statvfs()).freeBytes };
+  } catch {
+    return {};
+  }
 }
 
 const NO_HOOKS: HooksConfig = { before: [], after_snapshot: [], after: [], on_failure: [] };
@@ -301,7 +392,7 @@ function report(out: Output, s: SnapshotSummary, url: string): void {
  * there is copied, sending only what the store's newest snapshot lacks. The sources are not
  * read again; a store that missed runs catches up in one go.
  */
-async function copyTarget(target: Target, plan: Plan, out: Output, signal: AbortSignal): Promise<number> {
+async function copyTarget(target: Target, plan: Plan, out: Output, signal: AbortSignal, log: RunLog): Promise<number> {
   const fromTarget = plan.all.find((t) => t.name === target.from)!;
   const local = await openStore(fromTarget.store, { encryption: fromTarget.encryption ?? {} });
   try {
@@ -324,6 +415,7 @@ async function copyTarget(target: Target, plan: Plan, out: Output, signal: Abort
       const r = await runBackup({ store, sources: [], from: { store: local, snapshot: newest }, noSpaceCheck: plan.noSpaceCheck, emit: out.emit, progress, signal });
       out.stopProgress();
       const s = r.summary;
+      log.info.set(target.name, { store: store.url, summary: s, ...(await freeOf(store)) });
       out.summary({ command: 'backup', target: target.name, store: store.url, dryRun: false, from: { target: fromTarget.name, store: local.url, snapshot: newest }, ...(r.upToDate ? { upToDate: r.upToDate } : {}), ...s });
       if (r.upToDate) out.line(`target ${target.name}: nothing to copy: ${r.upToDate}`);
       else {
@@ -341,9 +433,10 @@ async function copyTarget(target: Target, plan: Plan, out: Output, signal: Abort
   }
 }
 
-async function backupTarget(target: Target, plan0: Plan, out: Output, signal: AbortSignal, view: ViewContext): Promise<{ code: number; snapshot: string | null }> {
+async function backupTarget(target: Target, plan0: Plan, out: Output, signal: AbortSignal, view: ViewContext, log: RunLog): Promise<{ code: number; snapshot: string | null }> {
   const store = await openStore(target.store, { ...(plan0.dryRun ? { mayBeMissing: true } : { create: true }), ssh: sshFor(target, plan0, out), encryption: encFor(target, plan0) });
   const progress = newProgress();
+  let stopTracking = () => undefined as void;
   try {
     const { plan, storeConfig, note } = await withStoreConfig(store, plan0, out);
     const matcher = matcherOf(plan.exclude);
@@ -355,6 +448,7 @@ async function backupTarget(target: Target, plan0: Plan, out: Output, signal: Ab
     const room = target.onFull === 'prune' && !plan.dryRun ? async (force: boolean) => makeRoom(store, target.retention!, out.emit, force) : null;
     await room?.(false);
     out.startProgress(progress, 'backup');
+    if (!plan0.dryRun) stopTracking = (await import('../agent/status.js')).trackRunning(log.job, target.name, progress);
     const once = () => runBackup({
       store,
       sources: view.map(plan.sources),
@@ -383,6 +477,7 @@ async function backupTarget(target: Target, plan0: Plan, out: Output, signal: Ab
     }
     out.stopProgress();
     const s = r.summary;
+    if (!r.dryRun) log.info.set(target.name, { store: store.url, summary: s, ...(await freeOf(store)) });
     const url = plan0.urlConfig ? { urlConfig: plan0.urlConfig.state, ...(plan0.urlConfig.note ? { urlConfigNote: plan0.urlConfig.note } : {}) } : {};
     out.summary({ command: 'backup', target: target.name, store: store.url, dryRun: r.dryRun, ...url, storeConfig, ...(note ? { storeConfigNote: note } : {}), ...(view.downtimeMs !== null ? { downtimeMs: view.downtimeMs } : {}), ...s });
     if (r.dryRun) {
@@ -404,6 +499,7 @@ async function backupTarget(target: Target, plan0: Plan, out: Output, signal: Ab
     }
     return { code: s.unreadable > 0 ? EXIT.PARTIAL : EXIT.OK, snapshot: r.dryRun ? null : s.snapshot };
   } finally {
+    stopTracking();
     out.stopProgress();
     await store.close();
   }

@@ -19,6 +19,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   archive: () => import('./archive.js'),
   prune: () => import('./prune.js'),
   key: () => import('./key.js'),
+  status: () => import('./status.js'),
   storage: () => import('./storage.js'),
 };
 
@@ -37,6 +38,7 @@ Commands:
   archive   push, list, restore and prune archives in S3 object storage (the third tier)
   prune     remove snapshots a retention policy does not keep (merging their diffs)
   key       make an age identity for encrypted stores
+  status    last run, last success, a run going on and the next one, per job and target
   storage   manage client accounts on the storage server (as root there)
   help      show help for a command
 

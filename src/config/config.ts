@@ -10,6 +10,7 @@ import { checkHooks, checkRetention, checkView, type HooksConfig, type ViewConfi
 import type { Policy } from '../engine/retention/policy.js';
 import type { ArchiveConfig } from '../archive/archive.js';
 import { checkArchives } from './archive-config.js';
+import { checkOperation, type OperationConfig } from './agent-config.js';
 import os from 'node:os';
 
 /** The validated config (docs/CONFIG.md). */
@@ -30,6 +31,8 @@ export interface Config {
   hooks: HooksConfig;
   /** The object-storage tier (docs/ARCHIVES.md). */
   archives: ArchiveConfig[];
+  /** The agent, monitoring and notifications (docs/OPERATION.md). */
+  operation: OperationConfig;
 }
 
 export interface TargetConfig {
@@ -120,7 +123,7 @@ function describe(v: unknown): string {
   return `${typeof v} ${JSON.stringify(v)}`;
 }
 
-const TOP = ['job', 'sources', 'exclude', 'exclude_from', 'one_file_system', 'checksum', 'targets', 'config_url', 'config_url_ca', 'view', 'hooks', 'archives'];
+const TOP = ['job', 'sources', 'exclude', 'exclude_from', 'one_file_system', 'checksum', 'targets', 'config_url', 'config_url_ca', 'view', 'hooks', 'archives', 'agent', 'monitoring', 'notify'];
 const TARGET = ['store', 'identity', 'known_hosts', 'host_key', 'reconnect_for', 'from', 'retention', 'on_full', 'encryption', 'compression'];
 
 /** Parses YAML text into its value and a Checker that reports problems with file and line. */
@@ -245,7 +248,7 @@ export function parseConfig(text: string, file: string): Config {
     } else if (local && t !== local && t.store.startsWith('sftp://')) t.from = local.name;
   }
   const view = checkView(c, o.view, job ?? 'default');
-  const out: Config = { file, job, sources, exclude, excludeFrom, oneFileSystem, checksum, targets, hooks: checkHooks(c, o.hooks), archives: checkArchives(c, o.archives, targets, os.hostname()), ...(view ? { view } : {}) };
+  const out: Config = { file, job, sources, exclude, excludeFrom, oneFileSystem, checksum, targets, hooks: checkHooks(c, o.hooks), archives: checkArchives(c, o.archives, targets, os.hostname()), operation: checkOperation(c, o), ...(view ? { view } : {}) };
   if (o.config_url !== undefined) {
     out.configUrl = c.str(['config_url'], o.config_url, 'an https:// URL');
     let u: URL | null = null;
