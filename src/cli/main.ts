@@ -20,6 +20,8 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   prune: () => import('./prune.js'),
   key: () => import('./key.js'),
   status: () => import('./status.js'),
+  install: () => import('./install.js'),
+  uninstall: () => import('./uninstall.js'),
   storage: () => import('./storage.js'),
 };
 
@@ -39,12 +41,18 @@ Commands:
   prune     remove snapshots a retention policy does not keep (merging their diffs)
   key       make an age identity for encrypted stores
   status    last run, last success, a run going on and the next one, per job and target
+  install   write and enable the systemd timer (or the agent service); uninstall removes them
   storage   manage client accounts on the storage server (as root there)
   help      show help for a command
 
 Run 'bakker COMMAND --help' for a command's options and examples.`;
 
 export async function main(argv: string[]): Promise<number> {
+  // Output into a closed pipe (bakker list | head): stop quietly, as a tool killed by SIGPIPE does.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(141);
+    throw err;
+  });
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h') {
     process.stdout.write(USAGE + '\n');
