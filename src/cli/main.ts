@@ -21,6 +21,8 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   key: () => import('./key.js'),
   status: () => import('./status.js'),
   install: () => import('./install.js'),
+  agent: () => import('./agent.js'),
+  trigger: () => import('./trigger.js'),
   uninstall: () => import('./uninstall.js'),
   storage: () => import('./storage.js'),
 };
@@ -42,6 +44,8 @@ Commands:
   key       make an age identity for encrypted stores
   status    last run, last success, a run going on and the next one, per job and target
   install   write and enable the systemd timer (or the agent service); uninstall removes them
+  agent     run jobs on a schedule and on triggers (socket, trigger file on the store, HTTP)
+  trigger   ask the running agent to run its job now
   storage   manage client accounts on the storage server (as root there)
   help      show help for a command
 
