@@ -209,11 +209,17 @@ interface RunLog {
 }
 
 export async function run(argv: string[], out: Output, signal: AbortSignal): Promise<number> {
-  const plan0 = await planBackup(argv);
+  const started = new Date();
+  let plan0: Plan;
+  try {
+    plan0 = await planBackup(argv);
+  } catch (err) {
+    await failedEarly(argv, started, err, out);
+    throw err;
+  }
   matcherOf(plan0.exclude); // bad patterns are a usage error before any connection
   for (const n of plan0.notes) out.emit(n);
   const log: RunLog = { job: plan0.job ?? 'default', records: [], info: new Map() };
-  const started = new Date();
   let error: unknown;
   try {
     return await runPlan(plan0, out, signal, log);
@@ -223,6 +229,25 @@ export async function run(argv: string[], out: Output, signal: AbortSignal): Pro
   } finally {
     if (!plan0.dryRun) await afterRun(plan0, log, started, error, out);
   }
+}
+
+/**
+ * A run that failed before it started (a source gone, a bad exclude file): when its config can be
+ * read, its targets are recorded as failed and the textfile and notifications say so.
+ */
+async function failedEarly(argv: string[], started: Date, err: unknown, out: Output): Promise<void> {
+  const i = argv.findIndex((a) => a === '-c' || a === '--config');
+  const file = i >= 0 ? argv[i + 1] : argv.find((a) => a.startsWith('--config='))?.slice(9);
+  if (!file || argv.includes('--dry-run')) return;
+  let config: Config;
+  try {
+    config = (await import('../config/config.js')).loadConfig(file);
+  } catch {
+    return; // the config itself is what failed: nothing to say it with
+  }
+  const t = argv.indexOf('--target') >= 0 ? argv[argv.indexOf('--target') + 1] : undefined;
+  const stores = config.targets.filter((x) => !t || x.name === t);
+  await afterRun({ config, stores } as Plan, { job: config.job ?? 'default', records: [], info: new Map() }, started, err, out);
 }
 
 /**
