@@ -1,3 +1,5 @@
+import os from 'node:os';
+import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -41,6 +43,21 @@ function load(): Native {
       return require(c) as Native;
     } catch (err) {
       lastErr = err;
+    }
+  }
+  // The single-file build (scripts/build-single.mjs) carries the helper inside: written to a
+  // fresh private folder, loaded, and unlinked (a loaded library stays mapped).
+  const embedded = (globalThis as { __bakkerNative?: string }).__bakkerNative;
+  if (embedded) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bakker-native-'));
+    const file = path.join(dir, 'bakker_native.node');
+    try {
+      fs.writeFileSync(file, Buffer.from(embedded, 'base64'), { mode: 0o500 });
+      return require(file) as Native;
+    } catch (err) {
+      lastErr = err;
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   }
   throw new Error(`bakker's native helper is not built: run 'npm rebuild' in the bakker package (${String(lastErr)})`);

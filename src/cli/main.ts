@@ -8,7 +8,7 @@ interface Command {
 }
 
 /** Commands load on demand: a run pays only for the code it uses (time and memory). */
-const COMMANDS: Record<string, () => Promise<Command>> = {
+export const COMMANDS: Record<string, () => Promise<Command>> = {
   init: () => import('./init.js'),
   backup: () => import('./backup.js'),
   list: () => import('./list.js'),
@@ -23,6 +23,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   install: () => import('./install.js'),
   agent: () => import('./agent.js'),
   trigger: () => import('./trigger.js'),
+  completion: () => import('./completion.js'),
   uninstall: () => import('./uninstall.js'),
   storage: () => import('./storage.js'),
 };
@@ -46,6 +47,7 @@ Commands:
   install   write and enable the systemd timer (or the agent service); uninstall removes them
   agent     run jobs on a schedule and on triggers (socket, trigger file on the store, HTTP)
   trigger   ask the running agent to run its job now
+  completion  print the bash completion script (bakker completion bash)
   storage   manage client accounts on the storage server (as root there)
   help      show help for a command
 
