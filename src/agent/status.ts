@@ -116,7 +116,11 @@ export function writeRunning(r: Running): void {
 }
 
 export function clearRunning(job: string): void {
-  fs.rmSync(runningFile(job), { force: true });
+  try {
+    fs.rmSync(runningFile(job), { force: true });
+  } catch {
+    // best effort, as writing it was
+  }
 }
 
 /** Keeps the job's `running` file current (every 2 s) from a run's live counters; returns the stop. */

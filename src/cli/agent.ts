@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { Agent, type Log } from '../agent/agent.js';
 import { usageError } from '../errors.js';
-import type { Output } from '../ui/output.js';
+import { journal, type Output } from '../ui/output.js';
 import { parse } from './args.js';
 import { EXIT } from './exit-codes.js';
 
@@ -27,7 +27,7 @@ const PRIORITY = { error: 3, warning: 4, info: 6 } as const;
 
 /** One line per event: with a journald priority prefix under systemd, else with the time. */
 export const agentLog: Log = (level, message) => {
-  const line = process.env.JOURNAL_STREAM ? `<${PRIORITY[level]}>${message}` : `${new Date().toISOString()} bakker agent: ${level === 'info' ? '' : `${level}: `}${message}`;
+  const line = process.env.JOURNAL_STREAM ? `${journal(PRIORITY[level])}${message}` : `${new Date().toISOString()} bakker agent: ${level === 'info' ? '' : `${level}: `}${message}`;
   process.stderr.write(line + '\n');
 };
 

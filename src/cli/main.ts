@@ -1,5 +1,5 @@
 import { BakkerError, errMessage } from '../errors.js';
-import { Output } from '../ui/output.js';
+import { journal, Output } from '../ui/output.js';
 import { EXIT, exitCodeOf } from './exit-codes.js';
 
 interface Command {
@@ -55,9 +55,9 @@ Run 'bakker COMMAND --help' for a command's options and examples.`;
 
 export async function main(argv: string[]): Promise<number> {
   // Output into a closed pipe (bakker list | head): stop quietly, as a tool killed by SIGPIPE does.
+  // (Other errors on stdout reach whoever writes: export's pipeline reports them itself.)
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code === 'EPIPE') process.exit(141);
-    throw err;
   });
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h') {
@@ -102,7 +102,7 @@ export async function main(argv: string[]): Promise<number> {
     const code = exitCodeOf(err);
     const message = err instanceof BakkerError ? err.message : `unexpected error: ${errMessage(err)}`;
     if (json) process.stdout.write(JSON.stringify({ event: 'error', code: err instanceof BakkerError ? err.code : 'INTERNAL', message, exitCode: code }) + '\n');
-    process.stderr.write(`${message.startsWith('bakker ') ? '' : 'bakker: '}${message}\n`);
+    process.stderr.write(`${journal(3)}${message.startsWith('bakker ') ? '' : 'bakker: '}${message}\n`);
     if (debug || !(err instanceof BakkerError)) process.stderr.write(`${(err as Error)?.stack ?? ''}\n`);
     return code;
   } finally {

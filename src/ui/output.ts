@@ -6,6 +6,14 @@ import { bytes, count } from './format.js';
  * Renders engine events: JSON lines on stdout with --json, else text (results on stdout,
  * warnings on stderr), plus a live progress line on a terminal that the run never waits for.
  */
+/**
+ * A syslog priority prefix ("<4>") when the output goes to the journal (systemd sets
+ * JOURNAL_STREAM for a service's stdout/stderr): journald files the line at that level.
+ */
+export function journal(level: 3 | 4 | 6): string {
+  return process.env.JOURNAL_STREAM ? `<${level}>` : '';
+}
+
 export class Output {
   private timer: NodeJS.Timeout | undefined;
   private lineShown = false;
@@ -25,13 +33,13 @@ export class Output {
     }
     switch (ev.event) {
       case 'warning':
-        this.errLine(`warning: ${ev.path ? `${ev.path}: ` : ''}${ev.message}`);
+        this.errLine(`${journal(4)}warning: ${ev.path ? `${ev.path}: ` : ''}${ev.message}`);
         break;
       case 'info':
         this.errLine(ev.message);
         break;
       case 'error':
-        this.errLine(`bakker: target ${ev.target}: ${ev.message}`);
+        this.errLine(`${journal(3)}bakker: target ${ev.target}: ${ev.message}`);
         break;
       case 'problem':
         this.line(`problem: ${ev.snapshot}${ev.path ? ` ${ev.path}` : ''}: ${ev.message}`);
