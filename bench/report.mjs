@@ -20,7 +20,7 @@ const stat = (tool, phase) => {
 };
 const f = (x, d = 2) => x.toFixed(d);
 const out = [];
-out.push(`Entries: ${count}; incremental: median of ${stat('bakker', 'incremental').n} rounds; "durable" adds the \`sync\` that follows each run.`);
+out.push(`Entries: ${count}; full: median of ${stat('bakker', 'full').n} rounds, incremental: median of ${stat('bakker', 'incremental').n} rounds (tools in rotated order); "durable" adds the \`sync\` that follows each run.`);
 out.push('');
 out.push('| tool | phase | wall s | cpu s | peak RSS MB | durable s | bakker wall ratio | bakker durable ratio |');
 out.push('|---|---|---:|---:|---:|---:|---:|---:|');

@@ -6,7 +6,9 @@
 #
 #   bash bench/run.sh                 100k entries, the generator's full size mix (~2.1 GiB)
 #   COUNT=20000 BIG=0 bash bench/run.sh   a quick small run
-# Env: COUNT (100000), RUNS (3), BIG (1), BENCH_DIR (bench/work), KEEP=1 keeps the trees.
+# Env: COUNT (100000), RUNS (3 incremental rounds), FULLS (3 full rounds, each into fresh
+# destinations), BIG (1), BENCH_DIR (bench/work), KEEP=1 keeps the trees. Tools run in a rotated
+# order each round; the report takes medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${COUNT:-100000}
@@ -18,7 +20,7 @@ for t in rsync restic cp /usr/bin/time; do command -v "$t" >/dev/null || { echo 
 [ -f dist/src/cli/main.js ] || npm run build >/dev/null
 
 mkdir -p "$W"
-rm -rf "$W/bk" "$W/rl" "$W/rs" "$W/restic" "$RESULTS"
+rm -rf "$W"/bk* "$W"/rl* "$W"/rs* "$W"/restic* "$RESULTS"
 if [ ! -f "$W/src.ok" ] || [ "$(cat "$W/src.ok")" != "$COUNT:$BIG" ]; then
   rm -rf "$W/src"
   echo "generating $COUNT entries (BIG=$BIG) in $W/src ..." >&2
@@ -29,8 +31,6 @@ else
   # undo earlier mutations: regenerate is slow, so the tree is re-made only when missing
 fi
 export RESTIC_PASSWORD=bench RESTIC_REPOSITORY="$W/restic" RESTIC_CACHE_DIR="$W/restic-cache"
-restic init -q >/dev/null
-mkdir -p "$W/rl" "$W/rs"
 
 # measure TOOL PHASE ROUND CMD...: runs CMD under GNU time, then `sync` (timed separately, so
 # "durable" numbers include writing back what the tool left in the page cache).
@@ -45,24 +45,35 @@ measure() {
     "$tool" "$phase" "$round" "$wall" "$user" "$sys" "$rss" "$(awk "BEGIN{printf \"%.3f\", $s1 - $s0}")" | tee -a "$RESULTS" >&2
 }
 
-BAKKER=(bin/bakker.js backup "$W/src" --store "$W/bk")
-run_round() {
-  local phase=$1 n=$2 prev=$(( $2 - 1 ))
-  measure bakker "$phase" "$n" "${BAKKER[@]}"
-  if [ "$n" -eq 0 ]; then
-    measure rsync-link-dest "$phase" "$n" rsync -aH "$W/src/" "$W/rl/0/"
-    measure rsnapshot-method "$phase" "$n" rsync -aH "$W/src/" "$W/rs/0/"
-  else
-    measure rsync-link-dest "$phase" "$n" rsync -aH --link-dest="$W/rl/$prev" "$W/src/" "$W/rl/$n/"
-    measure rsnapshot-method "$phase" "$n" sh -c "cp -al '$W/rs/$prev' '$W/rs/$n' && rsync -aH --delete '$W/src/' '$W/rs/$n/'"
-  fi
-  measure restic "$phase" "$n" restic backup -q "$W/src"
+# One tool's run: full (N: into fresh destinations of round N) or incremental (round N).
+run_tool() {
+  local tool=$1 phase=$2 n=$3 prev=$(( $3 - 1 ))
+  case "$tool:$phase" in
+    bakker:full) measure bakker full "$n" bin/bakker.js backup "$W/src" --store "$W/bk-f$n" ;;
+    rsync-link-dest:full) measure rsync-link-dest full "$n" rsync -aH "$W/src/" "$W/rl-f$n/" ;;
+    rsnapshot-method:full) measure rsnapshot-method full "$n" rsync -aH "$W/src/" "$W/rs-f$n/" ;;
+    restic:full) RESTIC_REPOSITORY="$W/restic-f$n" restic init -q >/dev/null; RESTIC_REPOSITORY="$W/restic-f$n" measure restic full "$n" restic backup -q "$W/src" ;;
+    bakker:incremental) measure bakker incremental "$n" bin/bakker.js backup "$W/src" --store "$W/bk" ;;
+    rsync-link-dest:incremental) measure rsync-link-dest incremental "$n" rsync -aH --link-dest="$W/rl/$prev" "$W/src/" "$W/rl/$n/" ;;
+    rsnapshot-method:incremental) measure rsnapshot-method incremental "$n" sh -c "cp -al '$W/rs/$prev' '$W/rs/$n' && rsync -aH --delete '$W/src/' '$W/rs/$n/'" ;;
+    restic:incremental) measure restic incremental "$n" restic backup -q "$W/src" ;;
+  esac
 }
+TOOLS=(bakker rsync-link-dest rsnapshot-method restic)
+# Each round starts with another tool, so no tool always runs first (this VM's disk and CPU
+# drift within minutes; medians over rounds in rotated order are what the ratios use).
+rotated() { local k=$(( $1 % ${#TOOLS[@]} )); echo "${TOOLS[@]:$k} ${TOOLS[@]:0:$k}"; }
 
-run_round full 0
+FULLS=${FULLS:-3}
+for n in $(seq 1 "$FULLS"); do
+  for t in $(rotated "$n"); do run_tool "$t" full "$n"; done
+  if [ "$n" -lt "$FULLS" ]; then rm -rf "$W/bk-f$n" "$W/rl-f$n" "$W/rs-f$n" "$W/restic-f$n"; fi
+done
+# The last full round's copies are what the incrementals build on.
+mv "$W/bk-f$FULLS" "$W/bk"; mkdir -p "$W/rl" "$W/rs"; mv "$W/rl-f$FULLS" "$W/rl/0"; mv "$W/rs-f$FULLS" "$W/rs/0"; rm -rf "$W/restic"; mv "$W/restic-f$FULLS" "$W/restic"
 for n in $(seq 1 "$RUNS"); do
   bash bench/make-tree.sh --mutate "$W/src" "$n" >&2
-  run_round incremental "$n"
+  for t in $(rotated "$n"); do run_tool "$t" incremental "$n"; done
 done
 du -sh "$W/bk" "$W/rl" "$W/rs" "$W/restic" >&2 || true
 node bench/report.mjs "$RESULTS" "$COUNT"
