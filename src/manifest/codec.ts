@@ -59,6 +59,7 @@ export function encodeEntry(e: Entry): string {
   if (e.hardlink !== undefined) s += `,"hardlink":${e.hardlink}`;
   if (e.acl !== undefined) s += `,"acl":${q(e.acl)}`;
   if (e.dacl !== undefined) s += `,"dacl":${q(e.dacl)}`;
+  if (e.aclNames !== undefined) s += `,"aclNames":${q(e.aclNames)}`;
   if (e.xattrs !== undefined && e.xattrs.size > 0) {
     const x: Record<string, string> = {};
     for (const [k, v] of e.xattrs) x[k] = v.toString('base64');
@@ -118,6 +119,8 @@ export function decodeEntry(o: Record<string, unknown>, line: number): Entry {
   if (acl !== undefined) e.acl = acl;
   const dacl = optStr(o, 'dacl', line);
   if (dacl !== undefined) e.dacl = dacl;
+  const aclNames = optStr(o, 'aclNames', line);
+  if (aclNames !== undefined) e.aclNames = aclNames;
   if (o.xattrs !== undefined) {
     if (!o.xattrs || typeof o.xattrs !== 'object') throw implError(line, '"xattrs" must be an object');
     e.xattrs = new Map();

@@ -28,6 +28,8 @@ export interface Entry {
   acl?: string;
   /** Default ACL of a directory. */
   dacl?: string;
+  /** Names of the users and groups the ACLs name by id, where the host knew them: "u:1000=alice,g:1001=devs". */
+  aclNames?: string;
   /** All other xattrs (user.*, trusted.*, security.* incl. SELinux label and capabilities), values raw. */
   xattrs?: Map<string, Buffer>;
   /** "<algo>:<hex>" when checksums are on. */

@@ -53,3 +53,36 @@ export function textToAcl(text: string): Buffer {
 
 export const ACL_ACCESS = 'system.posix_acl_access';
 export const ACL_DEFAULT = 'system.posix_acl_default';
+
+/** The users and groups an ACL text names by id ("user:1000:r--"): [kind, id] pairs. */
+function qualifiers(text: string): ['u' | 'g', number][] {
+  const out: ['u' | 'g', number][] = [];
+  for (const m of text.matchAll(/(?:^|,)(user|group):(\d+):/g)) out.push([m[1] === 'user' ? 'u' : 'g', Number(m[2])]);
+  return out;
+}
+
+/** "u:1000=alice,g:1001=devs" for the ids of these ACLs that have names here; undefined when none. */
+export function aclNamesOf(texts: (string | undefined)[], ids: { user(uid: number): string | undefined; group(gid: number): string | undefined }): string | undefined {
+  const seen = new Map<string, string>();
+  for (const t of texts) {
+    if (t === undefined) continue;
+    for (const [k, id] of qualifiers(t)) {
+      const name = k === 'u' ? ids.user(id) : ids.group(id);
+      if (name !== undefined && !/[,=]/.test(name)) seen.set(`${k}:${id}`, name);
+    }
+  }
+  return seen.size ? [...seen].map(([k, n]) => `${k}=${n}`).join(',') : undefined;
+}
+
+/**
+ * An ACL text with its ids mapped by name to this host's ids (restore without --numeric-ids):
+ * an id whose recorded name is known here becomes that name's id; any other id stays.
+ */
+export function mapAclIds(text: string, names: string, ids: { uidOf(name: string): number | undefined; gidOf(name: string): number | undefined }): string {
+  const byKey = new Map(names.split(',').map((p) => [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)] as const));
+  return text.replace(/(^|,)(user|group):(\d+):/g, (all, lead: string, kind: string, id: string) => {
+    const name = byKey.get(`${kind === 'user' ? 'u' : 'g'}:${id}`);
+    const local = name === undefined ? undefined : kind === 'user' ? ids.uidOf(name) : ids.gidOf(name);
+    return local === undefined ? all : `${lead}${kind}:${local}:`;
+  });
+}

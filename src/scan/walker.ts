@@ -5,7 +5,7 @@ import { typeOfMode, type Entry } from '../manifest/entry.js';
 import { join } from '../util/bpath.js';
 import { F_DEV, F_ERRNO, F_FAST, F_PREV, F_REC, Scanner, SCAN_FIELDS, type FastArgs, type Listing } from './scanner.js';
 import { fromBigNs, nsTime, type NsTime } from '../manifest/time.js';
-import { aclToText, ACL_ACCESS, ACL_DEFAULT } from './acl.js';
+import { aclNamesOf, aclToText, ACL_ACCESS, ACL_DEFAULT } from './acl.js';
 import type { Matcher } from './exclude.js';
 import { IdNames } from './ids.js';
 
@@ -423,6 +423,7 @@ export function loadXattrs(e: Entry, abs: Buffer): string | undefined {
 export function inheritXattrs(e: Entry, prev: Entry): void {
   if (prev.acl !== undefined) e.acl = prev.acl;
   if (prev.dacl !== undefined) e.dacl = prev.dacl;
+  if (prev.aclNames !== undefined) e.aclNames = prev.aclNames;
   if (prev.xattrs !== undefined) e.xattrs = prev.xattrs;
 }
 
@@ -440,4 +441,11 @@ function addXattrs(e: Entry, xs: (string | Buffer)[]): void {
     }
     (e.xattrs ??= new Map()).set(name, value);
   }
+  if (e.acl !== undefined || e.dacl !== undefined) {
+    const names = aclNamesOf([e.acl, e.dacl], (aclIds ??= new IdNames()));
+    if (names !== undefined) e.aclNames = names;
+  }
 }
+
+/** Names for ACL qualifiers (rare: only entries with extended ACLs ask). */
+let aclIds: IdNames | undefined;

@@ -69,11 +69,13 @@ test('names not in /etc/passwd come from the NSS sources (once per id, misses ca
   assert.ok(!fs.existsSync(log));
 });
 
-test('a backup records the NSS names; restore maps them to this server\'s ids (or keeps ids with --numeric-ids)', () => {
+test('a backup records the NSS names of owners and ACL entries; restore maps them to this server\'s ids (or keeps ids with --numeric-ids)', () => {
   const src = path.join(work, 'src');
   fs.mkdirSync(src);
   fs.writeFileSync(path.join(src, 'owned'), 'by an LDAP user');
   fs.chownSync(path.join(src, 'owned'), 4711, 4712);
+  // ACL entries for them too, and for an id no source knows (kept as it is).
+  execFileSync('setfacl', ['-m', 'u:4711:r,g:4712:rw,u:4999:rw', path.join(src, 'owned')]);
   const store = path.join(work, 'store');
   const env = { BAKKER_STATE_DIR: path.join(work, 'state') };
   assert.equal(bakker(['backup', src, '--store', store], { env }).code, 0);
@@ -81,14 +83,19 @@ test('a backup records the NSS names; restore maps them to this server\'s ids (o
   const line = execFileSync('zcat', [path.join(store, impl)], { encoding: 'utf8' }).split('\n').find((l) => l.includes('owned'))!;
   assert.match(line, /"user":"ldapuser"/);
   assert.match(line, /"group":"ldapgroup"/);
+  assert.match(line, /"acl":"user::rw-,user:4711:r--,user:4999:rw-,group::r--,group:4712:rw-,mask::rw-,other::r--"/);
+  assert.match(line, /"aclNames":"u:4711=ldapuser,g:4712=ldapgroup"/);
+  const acl = (f: string) => execFileSync('getfacl', ['-cpn', f], { encoding: 'utf8' }).trim().split('\n').filter((l) => /^(user|group):\d/.test(l));
   // On the restoring server the same names have other ids.
   users(4811, 4812);
   const r = path.join(work, 'r');
   assert.equal(bakker(['restore', '--store', store, '--snapshot', 'latest', '--to', r], { env }).code, 0);
   const st = fs.statSync(path.join(r, src, 'owned'));
   assert.deepEqual([st.uid, st.gid], [4811, 4812]);
+  assert.deepEqual(acl(path.join(r, src, 'owned')), ['user:4811:r--', 'user:4999:rw-', 'group:4812:rw-'], 'ACL entries follow their names too');
   const n = path.join(work, 'n');
   assert.equal(bakker(['restore', '--store', store, '--snapshot', 'latest', '--to', n, '--numeric-ids'], { env }).code, 0);
   const sn = fs.statSync(path.join(n, src, 'owned'));
   assert.deepEqual([sn.uid, sn.gid], [4711, 4712]);
+  assert.deepEqual(acl(path.join(n, src, 'owned')), ['user:4711:r--', 'user:4999:rw-', 'group:4712:rw-']);
 });

@@ -3,7 +3,7 @@ import { errMessage } from '../../errors.js';
 import type { Entry } from '../../manifest/entry.js';
 import { splitNs } from '../../manifest/time.js';
 import { native } from '../../native.js';
-import { ACL_ACCESS, ACL_DEFAULT, textToAcl } from '../../scan/acl.js';
+import { ACL_ACCESS, ACL_DEFAULT, mapAclIds, textToAcl } from '../../scan/acl.js';
 import type { IdNames } from '../../scan/ids.js';
 
 export interface MetaContext {
@@ -33,8 +33,10 @@ export function applyMeta(p: Buffer, e: Entry, ctx: MetaContext): void {
     fs.lchownSync(p, uid, gid);
   }
   if (!isLink) fs.chmodSync(p, e.mode);
-  if (e.acl !== undefined) setX(p, ACL_ACCESS, textToAcl(e.acl), e, ctx);
-  if (e.dacl !== undefined) setX(p, ACL_DEFAULT, textToAcl(e.dacl), e, ctx);
+  // ACL entries naming users or groups follow their names, as the owner does (unless --numeric-ids).
+  const acl = (t: string) => textToAcl(e.aclNames !== undefined && !ctx.numericIds ? mapAclIds(t, e.aclNames, ctx.ids) : t);
+  if (e.acl !== undefined) setX(p, ACL_ACCESS, acl(e.acl), e, ctx);
+  if (e.dacl !== undefined) setX(p, ACL_DEFAULT, acl(e.dacl), e, ctx);
   if (e.xattrs) for (const [k, v] of e.xattrs) setX(p, k, v, e, ctx);
   const [s, ns] = splitNs(e.mtime);
   native.utimens(p, s, ns, s, ns);
