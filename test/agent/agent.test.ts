@@ -189,7 +189,8 @@ test('agent: socket, HTTP and store trigger file start runs; triggers during a r
       fs.renameSync(`${src}.away`, src);
     }
     assert.equal(hooks[3]!.result, 'failed');
-    assert.match(log, /\n<3>bakker backup: source \S+ cannot be read/, "the run's own error line carries the error priority");
+    // (the run notifies before it prints its error line and ends: wait for the line)
+    await until("the run's error line", () => /\n<3>bakker backup: source \S+ cannot be read/.test(log), 10_000);
     assert.match(String(hooks[3]!.message), /source .* cannot be read/);
     const st2 = JSON.parse((await bakkerRun(['status', '--json', '-c', cfg], env())).stdout.trim().split('\n').pop()!) as { targets: { lastRun: { result: string; exitCode: number }; lastSuccess: { snapshot: string } }[] };
     assert.equal(st2.targets[0]!.lastRun.result, 'failed');
