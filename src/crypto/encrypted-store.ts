@@ -717,7 +717,7 @@ export class EncryptedStore implements Store, Crypt {
   }
 
   async openPlain(p: Buffer, e: Entry): Promise<Readable> {
-    if (!this.canDecrypt) throw this.needIdentity(`restoring ${display(e.path)}`);
+    if (!this.canDecrypt) throw this.needIdentity(`reading the content of ${display(e.path)} (to restore, export or archive it)`);
     await this.objectOf(p, e); // fail early on a bad entry
     const what = `the stored object of ${display(e.path)}`;
     const plain = this.opened(this.tagged(p, e), what);
