@@ -68,7 +68,7 @@ targets:
     identity: ${acc.key}
     known_hosts: ${sshd.knownHosts}
 hooks:
-  before: ["sleep 1"]
+  before: ["sleep 3"]
 agent:
   socket: ${work}/run/agent.sock
   trigger_poll: 1
