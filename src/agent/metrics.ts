@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import type { TargetStatus } from './status.js';
+import { readArchiveRecords, type ArchiveRecord, type TargetStatus } from './status.js';
 
 /**
  * The Prometheus textfile (node_exporter's textfile collector): every job and target's last run,
@@ -23,20 +23,30 @@ const METRICS: [name: string, help: string, value: (s: TargetStatus) => number |
   ['bakker_store_free_bytes', 'Free bytes on the store after the last run.', (s) => s.lastRun.storeFreeBytes],
 ];
 
-export function renderMetrics(statuses: TargetStatus[]): string {
+const ARCHIVE_METRICS: [name: string, help: string, value: (a: ArchiveRecord) => number | undefined][] = [
+  ['bakker_archive_last_push_timestamp_seconds', 'When the archive last received a snapshot, Unix time.', (a) => (a.lastPushed ? Date.parse(a.lastPushed.end) / 1000 : undefined)],
+  ['bakker_archive_last_run_success', '1 when the last archive push ran without error (pushed or nothing due), else 0.', (a) => (a.result === 'failed' ? 0 : 1)],
+  ['bakker_archive_last_stored_bytes', 'Bytes the last pushed archive stored.', (a) => (a.result === 'pushed' ? a.storedBytes : undefined)],
+];
+
+/** One metric family: HELP, TYPE and a sample per item that has a value. */
+function family<T>(lines: string[], [name, help, value]: [string, string, (x: T) => number | undefined], items: T[], labels: (x: T) => string): void {
+  const rows = items.map((x) => [x, value(x)] as const).filter(([, v]) => v !== undefined && Number.isFinite(v));
+  if (rows.length === 0) return;
+  lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} gauge`);
+  for (const [x, v] of rows) lines.push(`${name}{${labels(x)}} ${v}`);
+}
+
+export function renderMetrics(statuses: TargetStatus[], archives: ArchiveRecord[] = []): string {
   const lines: string[] = [];
-  for (const [name, help, value] of METRICS) {
-    const rows = statuses.map((s) => [s, value(s)] as const).filter(([, v]) => v !== undefined && Number.isFinite(v));
-    if (rows.length === 0) continue;
-    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} gauge`);
-    for (const [s, v] of rows) lines.push(`${name}{job="${esc(s.job)}",target="${esc(s.target)}"} ${v}`);
-  }
+  for (const m of METRICS) family(lines, m, statuses, (s) => `job="${esc(s.job)}",target="${esc(s.target)}"`);
+  for (const m of ARCHIVE_METRICS) family(lines, m, archives, (a) => `archive="${esc(a.archive)}"`);
   return lines.join('\n') + '\n';
 }
 
-export function writeTextfile(file: string, statuses: TargetStatus[]): void {
+export function writeTextfile(file: string, statuses: TargetStatus[], archives: ArchiveRecord[] = readArchiveRecords()): void {
   fs.mkdirSync(path.dirname(file), { recursive: true });
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
-  fs.writeFileSync(tmp, renderMetrics(statuses), { mode: 0o644 });
+  fs.writeFileSync(tmp, renderMetrics(statuses, archives), { mode: 0o644 });
   fs.renameSync(tmp, file);
 }

@@ -85,7 +85,7 @@ function statusNames(): string[] {
 
 export function readStatuses(): TargetStatus[] {
   return statusNames()
-    .filter((n) => n.endsWith('.json'))
+    .filter((n) => n.endsWith('.json') && !n.startsWith('archive--'))
     .sort()
     .map((n) => readJson<TargetStatus>(path.join(statusDir(), n)))
     .filter((s): s is TargetStatus => s !== null && typeof s.job === 'string' && !!s.lastRun);
@@ -140,4 +140,42 @@ export function trackRunning(job: string, target: string, p: { phase: string; en
     clearInterval(timer);
     clearRunning(job);
   };
+}
+
+/** The last push of an archive (docs/ARCHIVES.md), for status and the textfile. */
+export interface ArchiveRecord {
+  archive: string;
+  where: string;
+  end: string;
+  result: 'pushed' | 'not-due' | 'failed';
+  message?: string;
+  snapshot?: string;
+  kind?: 'full' | 'incremental';
+  storedBytes?: number;
+  durationMs?: number;
+  /** The last push that uploaded an archive. */
+  lastPushed?: { end: string; snapshot: string };
+}
+
+const archiveFile = (name: string) => path.join(statusDir(), `archive--${safe(name)}.json`);
+
+export function recordArchive(rec: ArchiveRecord): ArchiveRecord {
+  const old = readJson<ArchiveRecord>(archiveFile(rec.archive));
+  const out: ArchiveRecord = { ...rec };
+  if (rec.result === 'pushed' && rec.snapshot) out.lastPushed = { end: rec.end, snapshot: rec.snapshot };
+  else if (old?.lastPushed) out.lastPushed = old.lastPushed;
+  try {
+    writeAtomic(archiveFile(rec.archive), JSON.stringify(out, null, 1) + '\n');
+  } catch {
+    // best effort, as for runs
+  }
+  return out;
+}
+
+export function readArchiveRecords(): ArchiveRecord[] {
+  return statusNames()
+    .filter((n) => n.startsWith('archive--') && n.endsWith('.json'))
+    .sort()
+    .map((n) => readJson<ArchiveRecord>(path.join(statusDir(), n)))
+    .filter((r): r is ArchiveRecord => r !== null && typeof r.archive === 'string');
 }

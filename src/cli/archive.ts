@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import type { ArchiveConfig } from '../archive/archive.js';
+import type { ArchiveRecord } from '../agent/status.js';
 import type { Config, TargetConfig } from '../config/config.js';
 import { BakkerError, errMessage, usageError } from '../errors.js';
 import { isEmpty } from '../engine/retention/policy.js';
@@ -81,13 +82,32 @@ async function openSource(t: TargetConfig) {
 export async function pushOne(config: Config, a: ArchiveConfig, out: Output, opts: { snapshot?: string; force?: boolean; full?: boolean; dryRun?: boolean; prune?: boolean; signal?: AbortSignal } = {}): Promise<void> {
   const { pushArchive, pruneArchives } = await import('../archive/archive.js');
   const t = sourceTarget(config, a);
-  const store = await openSource(t);
+  const t0 = Date.now();
+  const record = async (rec: Omit<ArchiveRecord, 'archive' | 'where' | 'end' | 'durationMs'>) => {
+    if (opts.dryRun) return;
+    const { recordArchive, readStatuses } = await import('../agent/status.js');
+    recordArchive({ archive: a.name, where: `s3://${a.bucket}/${a.prefix}${a.endpoint ? ` at ${a.endpoint}` : ''}`, end: new Date().toISOString(), durationMs: Date.now() - t0, ...rec });
+    const textfile = config.operation.monitoring?.textfile;
+    if (textfile) {
+      try {
+        (await import('../agent/metrics.js')).writeTextfile(textfile, readStatuses());
+      } catch (err) {
+        out.emit({ event: 'warning', message: `cannot write the Prometheus textfile ${textfile}: ${errMessage(err)}` });
+      }
+    }
+  };
+  let store: Awaited<ReturnType<typeof openSource>> | undefined;
   try {
+    store = await openSource(t);
     const r = await pushArchive(a, store, { ...opts, emit: out.emit });
     if (!r.snapshot || opts.dryRun) out.line(`archive ${a.name}: ${r.reason}`); // a push says itself what it pushed
     out.summary({ command: 'archive push', archive: a.name, ...r });
+    await record(r.snapshot ? { result: 'pushed', snapshot: r.snapshot, ...(r.kind ? { kind: r.kind } : {}), ...(r.stored !== undefined ? { storedBytes: r.stored } : {}) } : { result: 'not-due', message: r.reason });
+  } catch (err) {
+    await record({ result: 'failed', message: err instanceof BakkerError ? err.message : errMessage(err) });
+    throw err;
   } finally {
-    await store.close();
+    await store?.close();
   }
   if (opts.prune !== false && !opts.dryRun && a.retention && !isEmpty(a.retention)) {
     const p = await pruneArchives(a, { emit: out.emit });

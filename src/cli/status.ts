@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
-import { readRunning, readStatuses, type Running, type TargetStatus } from '../agent/status.js';
+import { readArchiveRecords, readRunning, readStatuses, type ArchiveRecord, type Running, type TargetStatus } from '../agent/status.js';
 import { nextRun } from '../config/agent-config.js';
 import { bytes, count, duration } from '../ui/format.js';
 import type { Output } from '../ui/output.js';
@@ -29,6 +29,8 @@ export interface StatusReport {
   nextRunSource: 'timer' | 'agent' | null;
   targets: (TargetStatus & { running: Running | null })[];
   running: Running[];
+  /** Each archive's last push (docs/ARCHIVES.md). */
+  archives: ArchiveRecord[];
 }
 
 /** The timer's next elapse, when systemd runs and bakker.timer is installed. */
@@ -54,7 +56,7 @@ export async function statusReport(configFile: string | undefined): Promise<Stat
     }
   }
   const targets = readStatuses().map((s) => ({ ...s, running: running.find((r) => r.job === s.job && r.target === s.target) ?? null }));
-  return { command: 'status', host: os.hostname(), generatedAt: new Date().toISOString(), nextRun: next, nextRunSource: source, targets, running };
+  return { command: 'status', host: os.hostname(), generatedAt: new Date().toISOString(), nextRun: next, nextRunSource: source, targets, running, archives: readArchiveRecords() };
 }
 
 const when = (iso: string) => new Date(iso).toLocaleString('sv-SE');
@@ -70,6 +72,11 @@ export async function run(argv: string[], out: Output): Promise<number> {
     if (l.message) out.line(`                ${l.message}`);
     out.line(`  last success  ${t.lastSuccess ? `${when(t.lastSuccess.end)}${t.lastSuccess.snapshot ? ` (${t.lastSuccess.snapshot})` : ''}` : 'never'}`);
     if (l.storeFreeBytes !== undefined) out.line(`  store free    ${bytes(l.storeFreeBytes)}`);
+  }
+  for (const a of r.archives) {
+    out.line(`archive ${a.archive} (${a.where})`);
+    out.line(`  last push     ${when(a.end)}: ${a.result === 'pushed' ? `${a.snapshot} as ${a.kind === 'full' ? 'a full' : 'an increment'}${a.storedBytes !== undefined ? `, ${bytes(a.storedBytes)} stored` : ''}` : a.result === 'not-due' ? 'nothing due' : `failed: ${a.message ?? ''}`}`);
+    out.line(`  last archived ${a.lastPushed ? `${a.lastPushed.snapshot} (${when(a.lastPushed.end)})` : 'never'}`);
   }
   for (const g of r.running) out.line(`running now: job ${g.job}, target ${g.target}, since ${when(g.started)} (PID ${g.pid}): ${g.progress.phase}, ${count(g.progress.entries)} entries, ${count(g.progress.copied)} copied (${bytes(g.progress.bytesCopied)}), ${count(g.progress.linked)} linked`);
   out.line(`next run: ${r.nextRun ? `${when(r.nextRun)} (${r.nextRunSource === 'timer' ? 'systemd timer' : 'agent schedule'})` : 'none scheduled (bakker install sets up a timer)'}`);

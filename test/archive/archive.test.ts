@@ -2,6 +2,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import fs from 'node:fs';
 import path from 'node:path';
 import { bakker, bakkerAsync, jsonLines } from '../helpers/cli.js';
@@ -79,7 +80,7 @@ function tarListing(file: string): string[] {
 }
 
 test('archive: a full after the backup, increments pushed by hand, restore of each chain equals its snapshot; each object opens with age | zstd | tar', () => {
-  const cfg = config('main', '', `    storage_class: STANDARD_IA\n    select: daily\n    mode: incremental\n    compression: zstd:3\n    encryption: {recipients: [${recipient}], identity: ${keyFile}}\n`);
+  const cfg = config('main', `monitoring: {textfile: ${path.join(work, 'main.prom')}}\n`, `    storage_class: STANDARD_IA\n    select: daily\n    mode: incremental\n    compression: zstd:3\n    encryption: {recipients: [${recipient}], identity: ${keyFile}}\n`);
   const store = path.join(work, 'main-store');
 
   // 1. The backup pushes the first archive itself (after_backup, due: nothing archived today).
@@ -118,6 +119,16 @@ test('archive: a full after the backup, increments pushed by hand, restore of ea
   const p3 = bakker(['archive', 'push', '-c', cfg, '--force', '--json'], { env: env() });
   assert.equal(p3.code, 0, p3.stderr);
   const [s1, s2, s3n] = snapshots(store);
+
+  // status and the textfile know the archive's last push.
+  const st = bakker(['status', '--json', '-c', cfg], { env: env() });
+  assert.equal(st.code, 0, st.stderr);
+  const report = JSON.parse(st.stdout.trim().split('\n').pop()!) as { archives: { archive: string; result: string; snapshot: string; kind: string; lastPushed: { snapshot: string } }[] };
+  assert.deepEqual(report.archives.map((a) => [a.archive, a.result, a.snapshot, a.kind, a.lastPushed.snapshot]), [['cloud', 'pushed', s3n, 'incremental', s3n]]);
+  const valid = spawnSync('/usr/bin/python3', ['-c', 'import json,sys,jsonschema; jsonschema.validate(json.loads(sys.stdin.read()), json.load(open(sys.argv[1]))); print("valid")', path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../docs/status.schema.json')], { input: JSON.stringify(report), encoding: 'utf8' });
+  assert.equal(valid.stdout.trim(), 'valid', valid.stderr);
+  assert.match(fs.readFileSync(path.join(work, 'main.prom'), 'utf8'), /^bakker_archive_last_push_timestamp_seconds\{archive="cloud"\} \d+/m);
+  assert.match(bakker(['status', '-c', cfg], { env: env() }).stdout, new RegExp(`archive cloud \\(s3://${BUCKET}/main/ at http://127\\.0\\.0\\.1:\\d+\\)\n  last push +\\S+ \\S+: ${s3n} as an increment`));
 
   const list = bakker(['archive', 'list', '-c', cfg, '--json'], { env: env() });
   assert.equal(list.code, 0, list.stderr);
