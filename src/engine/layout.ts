@@ -21,6 +21,8 @@ export const META = '.bakker';
 export const FORMAT_FILE = b('.bakker/format');
 export const LOCK_FILE = b('.bakker/lock');
 export const RUN_DIR = b('.bakker/run');
+/** What a killed run had copied, kept for the next run to take over (cleanup.ts). */
+export const SALVAGE_DIR = b('.bakker/salvage');
 export const SUMMARY_DIR = b('.bakker/summary');
 export const LATEST = b('latest');
 

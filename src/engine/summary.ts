@@ -27,6 +27,8 @@ export interface WriterStats {
   bytesLinked: number;
   unreadable: number;
   changing: number;
+  /** Of the copied: files an interrupted run had copied already, taken over instead of copied again. */
+  salvaged?: number;
 }
 
 export interface SnapshotSummary extends WalkCounts, WriterStats {

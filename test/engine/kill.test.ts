@@ -1,6 +1,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { bakker, bakkerAsync, jsonLines } from '../helpers/cli.js';
 import { build, rmrf, tempDir, type Spec } from '../helpers/tree.js';
@@ -118,4 +119,34 @@ test('a lock left by a dead process on this host is taken over, with a note', as
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, new RegExp(`took over the lock of a dead run \\(PID ${pid}, started 2026-01-01T00:00:00Z\\)`));
   assert.ok(!fs.existsSync(path.join(store, '.bakker/lock')));
+});
+
+test('a run killed before publishing leaves its copies for the next run to take over (same inode), never a changed or shared one', () => {
+  const store2 = path.join(work, 'store-salvage');
+  const killed = bakker(['backup', src, '--store', store2], { env: { BAKKER_FAULT: 'before-publish' } });
+  assert.notEqual(killed.code, 0);
+  const [run] = fs.readdirSync(path.join(store2, '.bakker/run'));
+  const rel = (p: string) => path.join(src, p).slice(1);
+  const inRun = (p: string) => path.join(store2, '.bakker/run', run!, 'tree', rel(p));
+  const ino = fs.statSync(inRun('d1/f1')).ino;
+  // Changed since: one file's content (copied anew), another's mode (taken over, mode updated).
+  fs.writeFileSync(path.join(src, 'd2/f2'), 'changed after the kill');
+  fs.chmodSync(path.join(src, 'd3/f3'), 0o600);
+  const again = bakker(['backup', src, '--store', store2, '--json']);
+  assert.equal(again.code, 0, again.stderr);
+  const summary = jsonLines(again.stdout).find((e) => e.event === 'summary')!;
+  assert.ok((summary.salvaged as number) >= 1400, `taken over: ${String(summary.salvaged)}`);
+  assert.match(again.stdout, /copied by the interrupted run were taken over/);
+  const snap = fs.readdirSync(store2).find((n) => /^\d{4}_\d\d_\d\d_\d\d$/.test(n))!;
+  const stored = (p: string) => path.join(store2, snap, rel(p));
+  assert.equal(fs.statSync(stored('d1/f1')).ino, ino, 'the killed run\'s copy itself, not a new one');
+  assert.equal(fs.readFileSync(stored('d2/f2'), 'utf8'), 'changed after the kill');
+  assert.equal(fs.statSync(stored('d3/f3')).mode & 0o7777, 0o600);
+  assert.ok(!fs.existsSync(path.join(store2, '.bakker/salvage')), 'nothing left over');
+  const v = bakker(['verify', '--store', store2, '--snapshot', 'latest']);
+  assert.equal(v.code, 0, v.stdout + v.stderr);
+  const r = path.join(work, 'r-salvage');
+  assert.equal(bakker(['restore', '--store', store2, '--snapshot', 'latest', '--to', r]).code, 0);
+  const diff = execFileSync('rsync', ['-aHn', '--checksum', '--itemize-changes', `${src}/`, `${path.join(r, src)}/`], { encoding: 'utf8' }).trim();
+  assert.equal(diff, '', diff);
 });

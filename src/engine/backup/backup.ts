@@ -17,7 +17,7 @@ import { display, join } from '../../util/bpath.js';
 import { algoOfSum, hashStream, loadHash, type HashAlgo } from '../../util/hash.js';
 import fs from 'node:fs';
 import { newProgress, noEmit, type Emit, type Progress } from '../events.js';
-import { acquireLock, diffPath, implPath, initStore, listStore, mkdirIfMissing, RUN_DIR, setLatest, treePath } from '../layout.js';
+import { acquireLock, diffPath, implPath, initStore, listStore, mkdirIfMissing, RUN_DIR, SALVAGE_DIR, setLatest, treePath } from '../layout.js';
 import { compareSnapshotNames, nextSnapshotName } from '../naming.js';
 import { faultPoint } from '../fault.js';
 import { cleanupIncomplete } from './cleanup.js';
@@ -221,6 +221,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
         };
     implWriter = new ImplWriter(store, join(runDir, 'impl'), header);
     const writer = new StoreWriter(store, tree, diff, previous ? treePath(previous) : null, name, opts.from ? undefined : opts.checksum, emit, progress, opts.from !== undefined);
+    if (!opts.dryRun && !store.crypt && (await store.stat(SALVAGE_DIR).catch(() => null))?.type === 'dir') writer.salvage = SALVAGE_DIR;
     const iw = implWriter;
     const root = store.localRoot;
     // A remote store's impl is hashed as it is read: its cached index is checked against it.
@@ -418,6 +419,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       bytesLinked: writer.stats.bytesLinked,
       unreadable: writer.stats.unreadable,
       changing: writer.stats.changing,
+      ...(writer.stats.salvaged ? { salvaged: writer.stats.salvaged } : {}),
     };
     await implWriter.close({ trailer: true, end: new Date().toISOString(), entries: iw.count, summary: numbersOf(summary) });
     implWriter = null;
@@ -434,6 +436,10 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     await new Promise((r) => setImmediate(r));
     checkAbort(opts.signal);
     await publish(store, runDir, name, summary, place);
+    if (writer.salvage) {
+      if (writer.stats.salvaged) emit({ event: 'info', message: `${writer.stats.salvaged} file(s) copied by the interrupted run were taken over, not copied again` });
+      await store.remove(SALVAGE_DIR).catch(() => undefined); // what is left of it is not needed
+    }
     summary.phasesMs = { walk: tWalked - t0, finish: tWritten - tWalked, publish: Date.now() - tWritten };
     runDir = null;
     emit({ event: 'snapshot', name, entries: summary.entries, bytes: summary.bytes, newBytes: summary.bytesCopied, start: summary.start, durationMs });

@@ -275,8 +275,37 @@ export class StoreWriter {
     return false;
   }
 
+  /** What a killed run had copied (.bakker/salvage), when the store has it. */
+  salvage: Buffer | null = null;
+
+  /**
+   * Takes over the killed run's copy of `e` when it is surely this content: a regular file of
+   * the same size and mtime (set only once its content was written), with one link (only that
+   * run had it: never an inode older snapshots share), moved into place, metadata brought up to
+   * date.
+   */
+  private async trySalvage(e: Entry, dest: Buffer): Promise<boolean> {
+    const old = join(this.salvage!, e.path);
+    let st: Awaited<ReturnType<Store['stat']>>;
+    try {
+      st = await this.store.stat(old);
+    } catch {
+      return false;
+    }
+    if (!st || st.type !== 'file' || st.size !== e.size || st.mtime !== e.mtime || st.nlink !== 1) return false;
+    try {
+      await this.store.rename(old, dest);
+    } catch {
+      return false;
+    }
+    if (st.mode !== e.mode || st.uid !== e.uid || st.gid !== e.gid) await this.store.setMeta(dest, { mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime });
+    this.stats.salvaged = (this.stats.salvaged ?? 0) + 1;
+    return true;
+  }
+
   private async copyLocked(e: Entry, abs: Buffer): Promise<boolean> {
     const dest = join(this.tree, e.path);
+    if (this.salvage && !this.frozen && this.checksum === undefined && !this.store.crypt && (await this.trySalvage(e, dest))) return this.copied(e);
     for (let attempt = 1; ; attempt++) {
       let res: PutResult;
       try {
@@ -314,6 +343,11 @@ export class StoreWriter {
         return false;
       }
     }
+    return this.copied(e);
+  }
+
+  /** A new copy of `e` is in place: new content of this snapshot (counted, into the diff folder). */
+  private async copied(e: Entry): Promise<true> {
     e.since = this.name;
     this.stats.copied++;
     this.stats.bytesCopied += e.size;
