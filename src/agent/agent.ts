@@ -4,11 +4,11 @@ import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Config } from '../config/config.js';
 import { nextRun } from '../config/agent-config.js';
 import { BakkerError, errMessage, errnoCode } from '../errors.js';
-import { openStore } from '../store/open.js';
+import { openTargetStore } from '../store/open.js';
+import { selfCommand } from '../cli/self.js';
 
 /**
  * `bakker agent`: runs the config's job on its schedule and on demand (docs/OPERATION.md):
@@ -60,13 +60,11 @@ export class Agent {
   }
 
   private start(source: string): void {
-    const here = path.dirname(fileURLToPath(import.meta.url));
-    const bin = [path.resolve(here, '../../../bin/bakker.js'), process.argv[1] ?? ''].find((c) => c && fs.existsSync(c))!;
-    const args = [...process.execArgv.filter((a) => a.startsWith('--max-semi-space-size') || a === '--expose-gc'), bin, 'backup', '-c', this.config.file];
+    const [node, ...args] = selfCommand(['backup', '-c', this.config.file]);
     this.log('info', `run started (trigger: ${source})`);
     const started = Date.now();
     this.runs++;
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'] });
+    const child = spawn(node!, args, { stdio: ['ignore', 'inherit', 'inherit'] });
     this.child = child;
     child.on('error', (err) => this.log('error', `cannot start the run: ${errMessage(err)}`));
     child.on('close', (code, sig) => {
@@ -207,7 +205,7 @@ export class Agent {
       for (const t of this.config.targets) {
         if (this.stopping) return;
         try {
-          const store = await openStore(t.store, { ssh: { identity: t.identity, knownHosts: t.knownHosts, fingerprint: t.hostKey, reconnectFor: 0 }, encryption: t.encryption?.identity ? { identity: t.encryption.identity } : {} });
+          const store = await openTargetStore({ ...t, reconnectFor: 0 });
           try {
             await store.unlink(TRIGGER_FILE);
             this.log('info', `took the trigger file in ${store.url}`);

@@ -1,6 +1,6 @@
-import fs from 'node:fs';
-import path from 'node:path';
-import { readArchiveRecords, type ArchiveRecord, type TargetStatus } from './status.js';
+import { errMessage } from '../errors.js';
+import { writeFileAtomic } from '../util/atomic.js';
+import { readArchiveRecords, readStatuses, type ArchiveRecord, type TargetStatus } from './status.js';
 
 /**
  * The Prometheus textfile (node_exporter's textfile collector): every job and target's last run,
@@ -44,9 +44,16 @@ export function renderMetrics(statuses: TargetStatus[], archives: ArchiveRecord[
   return lines.join('\n') + '\n';
 }
 
-export function writeTextfile(file: string, statuses: TargetStatus[], archives: ArchiveRecord[] = readArchiveRecords()): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
-  fs.writeFileSync(tmp, renderMetrics(statuses, archives), { mode: 0o644 });
-  fs.renameSync(tmp, file);
+export function writeTextfile(file: string, statuses: TargetStatus[] = readStatuses(), archives: ArchiveRecord[] = readArchiveRecords()): void {
+  writeFileAtomic(file, renderMetrics(statuses, archives));
+}
+
+/** The config's textfile, when it has one, rewritten from everything recorded; a failure is only a warning. */
+export function refreshTextfile(textfile: string | undefined, warn: (message: string) => void): void {
+  if (!textfile) return;
+  try {
+    writeTextfile(textfile);
+  } catch (err) {
+    warn(`cannot write the Prometheus textfile ${textfile}: ${errMessage(err)}`);
+  }
 }

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { stateDir } from '../util/state-dir.js';
+import { writeFileAtomic } from '../util/atomic.js';
 
 /**
  * What each backup run leaves for `bakker status`, the Prometheus textfile and notifications:
@@ -50,13 +51,6 @@ const safe = (s: string) => s.replace(/[^A-Za-z0-9._-]/g, '_');
 const fileOf = (job: string, target: string) => path.join(statusDir(), `${safe(job)}--${safe(target)}.json`);
 const runningFile = (job: string) => path.join(statusDir(), `${safe(job)}.running`);
 
-function writeAtomic(file: string, text: string): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, text, { mode: 0o644 });
-  fs.renameSync(tmp, file);
-}
-
 function readJson<T>(file: string): T | null {
   try {
     return JSON.parse(fs.readFileSync(file, 'utf8')) as T;
@@ -71,7 +65,7 @@ export function recordRun(rec: RunRecord): TargetStatus {
   const status: TargetStatus = { job: rec.job, target: rec.target, store: rec.store, lastRun: rec };
   if (rec.result !== 'failed') status.lastSuccess = { end: rec.end, durationMs: rec.durationMs, ...(rec.snapshot ? { snapshot: rec.snapshot } : {}) };
   else if (old?.lastSuccess) status.lastSuccess = old.lastSuccess;
-  writeAtomic(file, JSON.stringify(status, null, 1) + '\n');
+  writeFileAtomic(file, JSON.stringify(status, null, 1) + '\n');
   return status;
 }
 
@@ -112,7 +106,7 @@ export function readRunning(): Running[] {
 }
 
 export function writeRunning(r: Running): void {
-  writeAtomic(runningFile(r.job), JSON.stringify(r) + '\n');
+  writeFileAtomic(runningFile(r.job), JSON.stringify(r) + '\n');
 }
 
 export function clearRunning(job: string): void {
@@ -165,7 +159,7 @@ export function recordArchive(rec: ArchiveRecord): ArchiveRecord {
   if (rec.result === 'pushed' && rec.snapshot) out.lastPushed = { end: rec.end, snapshot: rec.snapshot };
   else if (old?.lastPushed) out.lastPushed = old.lastPushed;
   try {
-    writeAtomic(archiveFile(rec.archive), JSON.stringify(out, null, 1) + '\n');
+    writeFileAtomic(archiveFile(rec.archive), JSON.stringify(out, null, 1) + '\n');
   } catch {
     // best effort, as for runs
   }

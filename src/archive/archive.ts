@@ -16,12 +16,13 @@ import { IdNames } from '../scan/ids.js';
 import { LocalStore } from '../store/local/local-store.js';
 import type { Store } from '../store/store.js';
 import { stateDir } from '../util/state-dir.js';
+import { writeFileAtomic } from '../util/atomic.js';
 import { unzstd, zstdStream } from '../util/zstd.js';
 import { display } from '../util/bpath.js';
 import { bytes, count } from '../ui/format.js';
 import { exportSnapshot, type ExportCounts } from './export.js';
 import { extractArchive, type ExtractCounts } from './extract.js';
-import { ObjectStore, type Credentials } from './s3.js';
+import { ObjectStore, type Credentials, type ObjectInfo } from './s3.js';
 import { readTar } from './untar.js';
 
 export const STORAGE_CLASSES = ['STANDARD', 'STANDARD_IA', 'GLACIER_IR', 'GLACIER', 'DEEP_ARCHIVE'] as const;
@@ -152,8 +153,8 @@ function checkMarker(cfg: ArchiveConfig, key: string, text: Buffer): Marker {
 }
 
 /** The complete archives (those with a marker), oldest first. */
-export async function listArchives(cfg: ArchiveConfig, s3: ObjectStore): Promise<Marker[]> {
-  const objects = await s3.list(cfg.prefix);
+export async function listArchives(cfg: ArchiveConfig, s3: ObjectStore, objects?: ObjectInfo[]): Promise<Marker[]> {
+  objects ??= await s3.list(cfg.prefix);
   const markers = objects.filter((o) => o.key.endsWith('.archive') && SUFFIX.test(o.key.slice(cfg.prefix.length)));
   const out: Marker[] = [];
   for (let i = 0; i < markers.length; i += 8) {
@@ -185,10 +186,10 @@ export function chainOf(archives: Marker[], m: Marker): Marker[] {
  * Removes what killed pushes left (objects of snapshots without a marker, their unfinished
  * multipart uploads), under the lock. Only names bakker writes are touched.
  */
-async function cleanUp(cfg: ArchiveConfig, s3: ObjectStore, archives: Marker[], emit: Emit): Promise<number> {
+async function cleanUp(cfg: ArchiveConfig, s3: ObjectStore, objects: ObjectInfo[], archives: Marker[], emit: Emit): Promise<number> {
   const done = new Set(archives.map((a) => a.snapshot));
   const orphans = new Map<string, string[]>();
-  for (const o of await s3.list(cfg.prefix)) {
+  for (const o of objects) {
     const m = SUFFIX.exec(o.key.slice(cfg.prefix.length));
     if (!m || (done.has(m[1]!) && m[2] !== 'upload')) continue;
     orphans.set(m[1]!, [...(orphans.get(m[1]!) ?? []), o.key]);
@@ -225,9 +226,10 @@ async function withArchive<T>(cfg: ArchiveConfig, dryRun: boolean | undefined, e
   const s3 = openObjects(cfg);
   const lock = dryRun ? null : await lockArchive(cfg);
   try {
-    let archives = await listArchives(cfg, s3);
-    const cleaned = dryRun ? 0 : await cleanUp(cfg, s3, archives, emit);
-    if (cleaned) archives = await listArchives(cfg, s3);
+    // One listing for both: cleaning up deletes only objects of snapshots without a marker.
+    const objects = await s3.list(cfg.prefix);
+    const archives = await listArchives(cfg, s3, objects);
+    const cleaned = dryRun ? 0 : await cleanUp(cfg, s3, objects, archives, emit);
     return await fn(s3, archives, cleaned);
   } finally {
     await lock?.release();
@@ -364,10 +366,7 @@ export async function pushArchive(cfg: ArchiveConfig, store: Store, opts: { snap
       const implBody = recipients ? encryptBuffer(implGz, recipients) : implGz;
       await s3.putSmall(keys.impl, implBody, cfg.storageClass);
       // This server keeps the impl, so the next increment can list what was removed after the local snapshot is pruned.
-      await fsp.mkdir(state, { recursive: true, mode: 0o700 });
-      const tmp = path.join(state, `.${snap}.impl.tmp`);
-      await fsp.writeFile(tmp, implGz, { mode: 0o600 });
-      await fsp.rename(tmp, path.join(state, `${snap}.impl`));
+      writeFileAtomic(path.join(state, `${snap}.impl`), implGz, 0o600);
       const marker: Marker = {
         bakker_archive: 1,
         snapshot: snap,

@@ -46,6 +46,12 @@ interface SdkError {
   $metadata?: { httpStatusCode?: number };
 }
 
+/** An SDK error's S3 code (or Node's errno code) and HTTP status. */
+function failure(err: unknown): { code: string; status: number | undefined } {
+  const e = err as SdkError;
+  return { code: e.Code ?? e.name ?? e.code ?? '', status: e.$metadata?.httpStatusCode };
+}
+
 /**
  * The few S3 operations the archive tier uses, on @aws-sdk/client-s3 (checksums only where S3
  * requires them: s3rver and other S3-compatible servers store aws-chunked bodies otherwise), with
@@ -91,8 +97,7 @@ export class ObjectStore {
 
   explain(what: string, err: unknown): BakkerError {
     const e = err as SdkError;
-    const code = e.Code ?? e.name ?? e.code ?? '';
-    const status = e.$metadata?.httpStatusCode;
+    const { code, status } = failure(err);
     const at = `archive ${this.s.name}: ${what} on ${this.where}`;
     let fix: string;
     if (code === 'NoSuchBucket') fix = `the bucket does not exist: create it, or fix archives.${this.s.name}.bucket`;
@@ -184,8 +189,7 @@ export class ObjectStore {
       const r = await this.client.send(new sdk.GetObjectCommand({ Bucket: this.s.bucket, Key: key }));
       return r.Body as unknown as AsyncIterable<Buffer>;
     } catch (err) {
-      const e = err as SdkError;
-      if (e.name === 'NoSuchKey' || e.Code === 'NoSuchKey') return null;
+      if (failure(err).code === 'NoSuchKey') return null;
       throw this.explain(`reading ${key}`, err);
     }
   }
@@ -207,8 +211,8 @@ export class ObjectStore {
     try {
       r = await this.client.send(new sdk.HeadObjectCommand({ Bucket: this.s.bucket, Key: key }));
     } catch (err) {
-      const e = err as SdkError;
-      if (e.name === 'NotFound' || e.name === 'NoSuchKey' || e.$metadata?.httpStatusCode === 404) return null;
+      const { code, status } = failure(err);
+      if (code === 'NotFound' || code === 'NoSuchKey' || status === 404) return null;
       throw this.explain(`looking at ${key}`, err);
     }
     const info: HeadInfo = { size: r.ContentLength ?? 0, storageClass: r.StorageClass ?? 'STANDARD' };
@@ -243,8 +247,7 @@ export class ObjectStore {
       const r = await this.client.send(new sdk.RestoreObjectCommand({ Bucket: this.s.bucket, Key: key, RestoreRequest: { Days: days, GlacierJobParameters: { Tier: tier as never } } }));
       return r.$metadata.httpStatusCode === 200 ? 'ready' : 'started';
     } catch (err) {
-      const e = err as SdkError;
-      if (e.name === 'RestoreAlreadyInProgress' || e.Code === 'RestoreAlreadyInProgress') return 'running';
+      if (failure(err).code === 'RestoreAlreadyInProgress') return 'running';
       throw this.explain(`requesting the restore of ${key}`, err);
     }
   }
@@ -255,9 +258,8 @@ export class ObjectStore {
       await this.client.send(new sdk.AbortMultipartUploadCommand({ Bucket: this.s.bucket, Key: key, UploadId: uploadId }));
       return true;
     } catch (err) {
-      const e = err as SdkError;
-      const status = e.$metadata?.httpStatusCode;
-      if (e.name === 'NoSuchUpload' || e.Code === 'NoSuchUpload' || status === 404) return true;
+      const { code, status } = failure(err);
+      if (code === 'NoSuchUpload' || status === 404) return true;
       if (status === 405 || status === 501) return false;
       throw this.explain(`aborting the upload of ${key}`, err);
     }
@@ -269,7 +271,7 @@ export class ObjectStore {
       const r = await this.client.send(new sdk.ListMultipartUploadsCommand({ Bucket: this.s.bucket, Prefix: prefix }));
       return (r.Uploads ?? []).map((u) => ({ key: u.Key!, uploadId: u.UploadId! }));
     } catch (err) {
-      const status = (err as SdkError).$metadata?.httpStatusCode;
+      const { status } = failure(err);
       if (status === 405 || status === 501) return null;
       throw this.explain('listing unfinished uploads', err);
     }

@@ -1,4 +1,4 @@
-import fs from 'node:fs';
+import { configFileOr } from '../config/default-file.js';
 import { Agent, type Log } from '../agent/agent.js';
 import { usageError } from '../errors.js';
 import { journal, type Output } from '../ui/output.js';
@@ -33,7 +33,7 @@ export const agentLog: Log = (level, message) => {
 
 export async function run(argv: string[], _out: Output, signal: AbortSignal): Promise<number> {
   const { values } = parse('agent', argv, { config: { type: 'string', short: 'c' } });
-  const file = values.config ?? (fs.existsSync('/etc/bakker/bakker.yaml') ? '/etc/bakker/bakker.yaml' : undefined);
+  const file = configFileOr(values.config);
   if (!file) throw usageError('bakker agent: give the config with -c FILE');
   const config = (await import('../config/config.js')).loadConfig(file);
   const agent = new Agent(config, agentLog);

@@ -1,10 +1,11 @@
-import fs from 'node:fs';
+import { configFileOr } from '../config/default-file.js';
 import type { ArchiveConfig } from '../archive/archive.js';
 import type { ArchiveRecord } from '../agent/status.js';
 import type { Config, TargetConfig } from '../config/config.js';
 import { BakkerError, errMessage, usageError } from '../errors.js';
 import { isEmpty } from '../engine/retention/policy.js';
-import { openStore } from '../store/open.js';
+import { openTargetStore } from '../store/open.js';
+import type { Store } from '../store/store.js';
 import { bytes, count } from '../ui/format.js';
 import type { Output } from '../ui/output.js';
 import { parse } from './args.js';
@@ -49,7 +50,7 @@ Examples:
 Exit codes: 0 ok, 1 failed, 2 usage or config error, 4 waiting for cold objects (re-run later).`;
 
 async function loadArchiveConfig(file: string | undefined): Promise<Config> {
-  const f = file ?? (fs.existsSync('/etc/bakker/bakker.yaml') ? '/etc/bakker/bakker.yaml' : undefined);
+  const f = configFileOr(file);
   if (!f) throw usageError('bakker archive: give the config with -c FILE (archives are set up in its archives: section; see docs/ARCHIVES.md)');
   return (await import('../config/config.js')).loadConfig(f);
 }
@@ -71,13 +72,6 @@ function sourceTarget(config: Config, a: ArchiveConfig): TargetConfig {
   return t;
 }
 
-async function openSource(t: TargetConfig) {
-  return openStore(t.store, {
-    ssh: { identity: t.identity, knownHosts: t.knownHosts, fingerprint: t.hostKey, ...(t.reconnectFor !== undefined ? { reconnectFor: t.reconnectFor } : {}) },
-    encryption: t.encryption?.identity ? { identity: t.encryption.identity } : {},
-  });
-}
-
 /** Push (when due) and prune one archive from its target's store; used by `archive push` and after backups. */
 export async function pushOne(config: Config, a: ArchiveConfig, out: Output, opts: { snapshot?: string; force?: boolean; full?: boolean; dryRun?: boolean; prune?: boolean; signal?: AbortSignal } = {}): Promise<void> {
   const { pushArchive, pruneArchives } = await import('../archive/archive.js');
@@ -85,20 +79,13 @@ export async function pushOne(config: Config, a: ArchiveConfig, out: Output, opt
   const t0 = Date.now();
   const record = async (rec: Omit<ArchiveRecord, 'archive' | 'where' | 'end' | 'durationMs'>) => {
     if (opts.dryRun) return;
-    const { recordArchive, readStatuses } = await import('../agent/status.js');
+    const { recordArchive } = await import('../agent/status.js');
     recordArchive({ archive: a.name, where: `s3://${a.bucket}/${a.prefix}${a.endpoint ? ` at ${a.endpoint}` : ''}`, end: new Date().toISOString(), durationMs: Date.now() - t0, ...rec });
-    const textfile = config.operation.monitoring?.textfile;
-    if (textfile) {
-      try {
-        (await import('../agent/metrics.js')).writeTextfile(textfile, readStatuses());
-      } catch (err) {
-        out.emit({ event: 'warning', message: `cannot write the Prometheus textfile ${textfile}: ${errMessage(err)}` });
-      }
-    }
+    (await import('../agent/metrics.js')).refreshTextfile(config.operation.monitoring?.textfile, (message) => out.emit({ event: 'warning', message }));
   };
-  let store: Awaited<ReturnType<typeof openSource>> | undefined;
+  let store: Store | undefined;
   try {
-    store = await openSource(t);
+    store = await openTargetStore(t);
     const r = await pushArchive(a, store, { ...opts, emit: out.emit });
     if (!r.snapshot || opts.dryRun) out.line(`archive ${a.name}: ${r.reason}`); // a push says itself what it pushed
     out.summary({ command: 'archive push', archive: a.name, ...r });

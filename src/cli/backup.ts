@@ -21,6 +21,7 @@ import { prune } from '../engine/retention/prune.js';
 import { makeRoom } from '../engine/retention/on-full.js';
 import type { HooksConfig, ViewConfig } from '../config/job-config.js';
 import type { RunRecord } from '../agent/status.js';
+import { configFileOr } from '../config/default-file.js';
 import { stateDir as stateDirOf } from '../util/state-dir.js';
 
 export const help = `Usage: bakker backup [SOURCE...] --store DIR [options]
@@ -113,12 +114,14 @@ function readExcludeFile(file: string): string[] {
   }
 }
 
-export async function planBackup(argv: string[]): Promise<Plan> {
+export async function planBackup(argv: string[], seen: { config?: Config; target?: string } = {}): Promise<Plan> {
   const { values: v, positionals } = parse('backup', argv, OPTIONS, true);
   let config: Config | undefined;
-  const configFile = v.config ?? (!v.store && positionals.length === 0 && fs.existsSync('/etc/bakker/bakker.yaml') ? '/etc/bakker/bakker.yaml' : undefined);
+  const configFile = v.config ?? (!v.store && positionals.length === 0 ? configFileOr(undefined) : undefined);
   // yaml is loaded only when a config file is used: it costs ~9 MB of memory.
   if (configFile) config = (await import('../config/config.js')).loadConfig(configFile);
+  // (for a run that fails while planning: its config's targets are recorded as failed)
+  if (config && !v['dry-run']) Object.assign(seen, { config, ...(v.target ? { target: v.target } : {}) });
   const sources = positionals.length > 0 ? positionals.map((p) => path.resolve(p)) : (config?.sources ?? []);
   if (sources.length === 0) throw usageError(`bakker backup: no sources: name folders to back up, or give -c CONFIG: see 'bakker backup --help'`);
   let stores: Plan['stores'];
@@ -211,10 +214,11 @@ interface RunLog {
 export async function run(argv: string[], out: Output, signal: AbortSignal): Promise<number> {
   const started = new Date();
   let plan0: Plan;
+  const seen: { config?: Config; target?: string } = {};
   try {
-    plan0 = await planBackup(argv);
+    plan0 = await planBackup(argv, seen);
   } catch (err) {
-    await failedEarly(argv, started, err, out);
+    if (seen.config) await failedEarly(seen.config, seen.target, started, err, out);
     throw err;
   }
   matcherOf(plan0.exclude); // bad patterns are a usage error before any connection
@@ -232,21 +236,11 @@ export async function run(argv: string[], out: Output, signal: AbortSignal): Pro
 }
 
 /**
- * A run that failed before it started (a source gone, a bad exclude file): when its config can be
- * read, its targets are recorded as failed and the textfile and notifications say so.
+ * A run that failed before it started (a source gone, a bad exclude file) once its config was
+ * read: its targets are recorded as failed and the textfile and notifications say so.
  */
-async function failedEarly(argv: string[], started: Date, err: unknown, out: Output): Promise<void> {
-  const i = argv.findIndex((a) => a === '-c' || a === '--config');
-  const file = i >= 0 ? argv[i + 1] : argv.find((a) => a.startsWith('--config='))?.slice(9);
-  if (!file || argv.includes('--dry-run')) return;
-  let config: Config;
-  try {
-    config = (await import('../config/config.js')).loadConfig(file);
-  } catch {
-    return; // the config itself is what failed: nothing to say it with
-  }
-  const t = argv.indexOf('--target') >= 0 ? argv[argv.indexOf('--target') + 1] : undefined;
-  const stores = config.targets.filter((x) => !t || x.name === t);
+async function failedEarly(config: Config, target: string | undefined, started: Date, err: unknown, out: Output): Promise<void> {
+  const stores = config.targets.filter((x) => !target || x.name === target);
   await afterRun({ config, stores } as Plan, { job: config.job ?? 'default', records: [], info: new Map() }, started, err, out);
 }
 
@@ -255,7 +249,7 @@ async function failedEarly(argv: string[], started: Date, err: unknown, out: Out
  * one; then the Prometheus textfile and the notifications (docs/OPERATION.md). Never fails the run.
  */
 async function afterRun(plan: Plan, log: RunLog, started: Date, error: unknown, out: Output): Promise<void> {
-  const { recordRun, readStatuses } = await import('../agent/status.js');
+  const { recordRun } = await import('../agent/status.js');
   const message = error === undefined ? undefined : error instanceof BakkerError ? error.message : errMessage(error);
   for (const t of plan.stores) {
     if (log.records.some((r) => r.target === t.name)) continue;
@@ -270,11 +264,7 @@ async function afterRun(plan: Plan, log: RunLog, started: Date, error: unknown, 
     log.records.push(rec);
   }
   const op = plan.config?.operation;
-  try {
-    if (op?.monitoring) (await import('../agent/metrics.js')).writeTextfile(op.monitoring.textfile, readStatuses());
-  } catch (err) {
-    out.emit({ event: 'warning', message: `cannot write the Prometheus textfile ${op!.monitoring!.textfile}: ${errMessage(err)}` });
-  }
+  if (op?.monitoring) (await import('../agent/metrics.js')).refreshTextfile(op.monitoring.textfile, (message) => out.emit({ event: 'warning', message }));
   if (op?.notify) {
     const { makeReport, notify } = await import('../agent/notify.js');
     for (const p of await notify(op.notify, makeReport(log.job, started, log.records, log.records.length === 0 ? message : undefined))) out.emit({ event: 'warning', message: p });

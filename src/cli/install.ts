@@ -1,10 +1,10 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { BakkerError, usageError } from '../errors.js';
 import type { Output } from '../ui/output.js';
 import { parse } from './args.js';
+import { selfCommand } from './self.js';
 import { EXIT } from './exit-codes.js';
 
 export const help = `Usage: bakker install [--on-calendar SPEC] [--config PATH] [--agent] [--unit-dir DIR] [--no-enable]
@@ -36,14 +36,10 @@ Examples:
 
 const UNITS = ['bakker.service', 'bakker.timer', 'bakker-agent.service'];
 
-/** The command line systemd runs: this node, its flags (the bin's), the bin. */
+/** The command line systemd runs, quoted for a unit file. */
 function execLine(args: string[]): string {
-  const here = path.dirname(fileURLToPath(import.meta.url));
-  // dist/src/cli -> bin/bakker.js; a single-file build runs itself
-  const candidates = [path.resolve(here, '../../../bin/bakker.js'), process.argv[1] ? fs.realpathSync(process.argv[1]) : ''];
-  const bin = candidates.find((c) => c && fs.existsSync(c))!;
   const q = (s: string) => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `"${s.replace(/(["\\])/g, '\\$1')}"`);
-  return [process.execPath, ...process.execArgv.filter((a) => a.startsWith('--max-semi-space-size') || a === '--expose-gc'), bin, ...args].map(q).join(' ');
+  return selfCommand(args).map(q).join(' ');
 }
 
 export function units(opts: { onCalendar: string; config: string; agent: boolean }): Record<string, string> {

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { readArchiveRecords, readRunning, readStatuses, type ArchiveRecord, type Running, type TargetStatus } from '../agent/status.js';
 import { nextRun } from '../config/agent-config.js';
+import { configFileOr } from '../config/default-file.js';
 import { bytes, count, duration } from '../ui/format.js';
 import type { Output } from '../ui/output.js';
 import { parse } from './args.js';
@@ -46,7 +47,7 @@ export async function statusReport(configFile: string | undefined): Promise<Stat
   const running = readRunning();
   let next: string | null = timerNext();
   let source: StatusReport['nextRunSource'] = next ? 'timer' : null;
-  const file = configFile ?? (fs.existsSync('/etc/bakker/bakker.yaml') ? '/etc/bakker/bakker.yaml' : undefined);
+  const file = configFileOr(configFile);
   if (!next && file) {
     const schedule = (await import('../config/config.js')).loadConfig(file).operation.agent.schedule;
     const t = schedule ? nextRun(schedule, new Date()) : null;

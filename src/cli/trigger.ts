@@ -1,4 +1,4 @@
-import fs from 'node:fs';
+import { configFileOr } from '../config/default-file.js';
 import net from 'node:net';
 import { BakkerError, errnoCode } from '../errors.js';
 import type { Output } from '../ui/output.js';
@@ -19,7 +19,7 @@ Examples:
 export async function run(argv: string[], out: Output): Promise<number> {
   const { values, positionals } = parse('trigger', argv, { config: { type: 'string', short: 'c' }, socket: { type: 'string' }, status: { type: 'boolean' } }, true);
   let socket = values.socket;
-  const file = values.config ?? (fs.existsSync('/etc/bakker/bakker.yaml') ? '/etc/bakker/bakker.yaml' : undefined);
+  const file = configFileOr(values.config);
   if (!socket && file) socket = (await import('../config/config.js')).loadConfig(file).operation.agent.socket;
   socket ??= '/run/bakker/bakker.sock';
   const request = values.status ? { status: true } : { trigger: positionals[0] ?? null };

@@ -150,3 +150,21 @@ async function openPlain(address: string, opts: { create?: boolean; mayBeMissing
   }
   return new LocalStore(dir);
 }
+
+/** What a config target says about reaching its store (config/config.ts TargetConfig). */
+export interface TargetAccess {
+  store: string;
+  identity?: string;
+  knownHosts?: string;
+  hostKey?: string;
+  reconnectFor?: number;
+  encryption?: { identity?: string };
+}
+
+/** A config target's store, opened with its own SSH settings and, when it has one, its identity (for reading an encrypted store). */
+export function openTargetStore(t: TargetAccess): Promise<Store> {
+  return openStore(t.store, {
+    ssh: { identity: t.identity, knownHosts: t.knownHosts, fingerprint: t.hostKey, ...(t.reconnectFor !== undefined ? { reconnectFor: t.reconnectFor } : {}) },
+    encryption: t.encryption?.identity ? { identity: t.encryption.identity } : {},
+  });
+}
