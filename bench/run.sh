@@ -9,17 +9,50 @@
 # Env: COUNT (100000), RUNS (3 incremental rounds), FULLS (3 full rounds, each into fresh
 # destinations), BIG (1), BENCH_DIR (bench/work), KEEP=1 keeps the trees. Tools run in a rotated
 # order each round; the report takes medians.
+# BENCH_FS (ext4): everything (tree and destinations) lives on a fresh ext4 made with mkfs's
+# defaults, journal included, in a sparse image loop-mounted under BENCH_DIR (needs root), as a
+# backup volume would be. BENCH_FS=none uses BENCH_DIR's own filesystem as it is. Why: on an
+# ext4 without a journal (this lab's root filesystem) creating files right after many were
+# deleted makes the kernel scan the recently freed inodes at every create (ext4
+# find_inode_bit -> recently_deleted, up to 300 s after the deletion): every tool's full backup
+# then took 3-8x longer depending on what the previous round had deleted (docs/PERFORMANCE.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${COUNT:-100000}
 RUNS=${RUNS:-3}
 export BIG=${BIG:-1}
 W=$(realpath -m "${BENCH_DIR:-bench/work}")
-RESULTS="$W/results.jsonl"
 for t in rsync restic cp /usr/bin/time; do command -v "$t" >/dev/null || { echo "bench needs $t: run scripts/install-test-deps.sh" >&2; exit 1; }; done
 [ -f dist/src/cli/main.js ] || npm run build >/dev/null
 
 mkdir -p "$W"
+OUT="$W"
+if [ "${BENCH_FS:-ext4}" = ext4 ]; then
+  [ "$(id -u)" = 0 ] || { echo "bench: BENCH_FS=ext4 needs root (a loop mount); run as root or with BENCH_FS=none" >&2; exit 1; }
+  IMG="$W/fs.img"; MNT="$W/mnt"
+  mountpoint -q "$MNT" && umount "$MNT"
+  rm -f "$IMG"; mkdir -p "$MNT"
+  # 5 copies of the tree at once (source + 4 tools' fulls) with room to spare; sparse.
+  truncate -s "$(( (COUNT * 25 + 999999) / 1000000 * 8 + 8 ))G" "$IMG"
+  mkfs.ext4 -q -F "$IMG"
+  LOOP=$(losetup -f --show "$IMG")
+  cleanup_fs() { cd /; umount "$MNT" 2>/dev/null || true; losetup -d "$LOOP" 2>/dev/null || true; rm -f "$IMG"; }
+  trap cleanup_fs EXIT
+  mount "$LOOP" "$MNT"
+  echo "bench filesystem: ext4 (journal) on $LOOP, $(du -h --apparent-size "$IMG" | cut -f1) sparse image" >&2
+  # the generated tree is kept beside the image and copied in (generation takes a while)
+  GEN="$W/gen"
+  if [ ! -f "$GEN/src.ok" ] || [ "$(cat "$GEN/src.ok")" != "$COUNT:$BIG" ]; then
+    rm -rf "$GEN"; mkdir -p "$GEN"
+    echo "generating $COUNT entries (BIG=$BIG) in $GEN/src ..." >&2
+    bash bench/make-tree.sh "$GEN/src" "$COUNT" 1 >&2
+    echo "$COUNT:$BIG" > "$GEN/src.ok"
+  fi
+  cp -a "$GEN/src" "$MNT/src"
+  cp "$GEN/src.ok" "$MNT/src.ok"
+  W="$MNT"
+fi
+RESULTS="$W/results.jsonl"
 rm -rf "$W"/bk* "$W"/rl* "$W"/rs* "$W"/restic* "$RESULTS"
 if [ ! -f "$W/src.ok" ] || [ "$(cat "$W/src.ok")" != "$COUNT:$BIG" ]; then
   rm -rf "$W/src"
@@ -76,5 +109,6 @@ for n in $(seq 1 "$RUNS"); do
   for t in $(rotated "$n"); do run_tool "$t" incremental "$n"; done
 done
 du -sh "$W/bk" "$W/rl" "$W/rs" "$W/restic" >&2 || true
-node bench/report.mjs "$RESULTS" "$COUNT"
-if [ "${KEEP:-0}" != 1 ]; then rm -rf "$W/bk" "$W/rl" "$W/rs" "$W/restic" "$W/restic-cache" "$W/src" "$W/src.ok"; fi
+[ "$RESULTS" = "$OUT/results.jsonl" ] || cp "$RESULTS" "$OUT/results.jsonl"
+node bench/report.mjs "$OUT/results.jsonl" "$COUNT" | tee "$OUT/last-report.md"
+if [ "${KEEP:-0}" != 1 ] && [ "${BENCH_FS:-ext4}" != ext4 ]; then rm -rf "$W/bk" "$W/rl" "$W/rs" "$W/restic" "$W/restic-cache" "$W/src" "$W/src.ok"; fi
