@@ -18,6 +18,8 @@ export interface Native {
   metaBatch(root: Buffer | string, paths: Buffer, count: number, meta: Float64Array, results: Int32Array): Promise<void>;
   /** Whole-file copy on the thread pool; see COPY_FIELDS in the C source for the result layout. */
   copyIn(src: Buffer, dest: Buffer, flags: number, mode: number, uid: number, gid: number, mtimeSec: number, mtimeNsec: number): Promise<Float64Array>;
+  /** copyIn for several files in one thread-pool job: paths "src\0dest\0" each, 6 params each (flags, mode, uid, gid, mtime s, ns); COPY_FIELDS results each. */
+  copyMany(paths: Buffer, params: Float64Array): Promise<Float64Array>;
   /** One directory sorted and lstat'ed on the thread pool: [names "a\0b\0", SCAN_FIELDS doubles per entry]. */
   /** rm -rf on the thread pool, never following a symlink; missing is fine. */
   removeTree(path: Buffer): Promise<void>;

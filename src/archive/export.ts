@@ -32,7 +32,7 @@ const SMALL = 64 * 1024;
 function* localContent(file: Buffer, e: Entry): Generator<Buffer> {
   let fd: number;
   try {
-    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK); // a FIFO planted in the store must not block
   } catch (err) {
     throw damaged(e, `cannot be read (${errnoCode(err) ?? String(err)})`, err);
   }

@@ -451,7 +451,7 @@ export class EncryptedStore implements Store, Crypt {
     }
     let fh: fs.promises.FileHandle;
     try {
-      fh = await fs.promises.open(src.path, O_RDONLY | O_NOFOLLOW);
+      fh = await fs.promises.open(src.path, O_RDONLY | O_NOFOLLOW | fs.constants.O_NONBLOCK); // a FIFO put in a file's place must not hang the run
     } catch (err) {
       throw new SourceError(errnoCode(err) ?? 'EIO', (err as Error).message);
     }

@@ -536,23 +536,22 @@ static int copy_range(int in, int out, off_t start, off_t end, double *bytes, in
   return copy_plain(in, out, pos, end, bytes);
 }
 
-static void copy_execute(napi_env env, void *data) {
-  (void)env;
-  copy_job_t *j = data;
-  double *o = j->out;
-  lower_priority_once();
-  int in = open(j->src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
-  if (in < 0 && errno == EPERM) in = open(j->src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+#define EARLY_WRITEBACK (1 << 20)
+
+/* One file (see copyIn above): results into o[0..COPY_FIELDS). */
+static void copy_one(const char *src, const char *dest, int flags, int64_t mode, int64_t uid, int64_t gid, int64_t mts, int64_t mtns, double *o) {
+  int in = open(src, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOATIME);
+  if (in < 0 && errno == EPERM) in = open(src, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   if (in < 0) { o[0] = 1; o[1] = errno; return; }
   struct stat st;
   if (fstat(in, &st) != 0) { o[0] = 1; o[1] = errno; close(in); return; }
   put_stat(o + 3, &st);
   if (!S_ISREG(st.st_mode)) { o[0] = 1; o[1] = EINVAL; close(in); return; }
-  int out = open(j->dest, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  int out = open(dest, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (out < 0) { o[0] = 2; o[1] = errno; close(in); return; }
   int rc = 0, use_cfr = 1;
   double bytes = 0;
-  if (j->flags & 1) {
+  if (flags & 1) {
     off_t pos = 0;
     for (;;) {
       off_t d = lseek(in, pos, SEEK_DATA);
@@ -571,21 +570,32 @@ static void copy_execute(napi_env env, void *data) {
     rc = copy_range(in, out, 0, -1, &bytes, &use_cfr);
   }
   int e = errno;
-  if (!rc && (j->flags & 2) && fchown(out, (uid_t)j->uid, (gid_t)j->gid) != 0) { rc = -2; e = errno; }
-  if (!rc && fchmod(out, (mode_t)j->mode) != 0) { rc = -2; e = errno; }
+  if (!rc && (flags & 2) && fchown(out, (uid_t)uid, (gid_t)gid) != 0) { rc = -2; e = errno; }
+  if (!rc && fchmod(out, (mode_t)mode) != 0) { rc = -2; e = errno; }
   if (!rc) {
-    struct timespec ts[2] = {{j->mts, j->mtns}, {j->mts, j->mtns}};
+    struct timespec ts[2] = {{mts, mtns}, {mts, mtns}};
     if (futimens(out, ts) != 0) { rc = -2; e = errno; }
   }
+  /* Writeback of a large copy starts now, not at the run's syncfs before it publishes: the
+   * disk works while the walk goes on instead of all of it at the end (sync_file_range only
+   * queues the pages; nothing waits for them here). */
+  if (!rc && bytes >= EARLY_WRITEBACK) sync_file_range(out, 0, 0, SYNC_FILE_RANGE_WRITE);
   if (close(out) != 0 && !rc) { rc = -2; e = errno; }
   if (rc) {
-    unlink(j->dest);
+    unlink(dest);
     o[0] = rc == -1 ? 1 : 2; o[1] = e; close(in); return;
   }
-  if (fstat(in, &st) != 0) { o[0] = 1; o[1] = errno; close(in); unlink(j->dest); return; }
+  if (fstat(in, &st) != 0) { o[0] = 1; o[1] = errno; close(in); unlink(dest); return; }
   put_stat(o + 10, &st);
   o[2] = bytes;
   close(in);
+}
+
+static void copy_execute(napi_env env, void *data) {
+  (void)env;
+  copy_job_t *j = data;
+  lower_priority_once();
+  copy_one(j->src, j->dest, j->flags, j->mode, j->uid, j->gid, j->mts, j->mtns, j->out);
 }
 
 static void copy_complete(napi_env env, napi_status status, void *data) {
@@ -610,6 +620,75 @@ static napi_value copy_in(napi_env env, napi_callback_info info) {
   j->mode = get_i64(env, argv[3]); j->uid = get_i64(env, argv[4]); j->gid = get_i64(env, argv[5]);
   j->mts = get_i64(env, argv[6]); j->mtns = get_i64(env, argv[7]);
   return queue_job(env, "bakker.copyIn", copy_execute, copy_complete, j, &j->deferred, &j->work);
+}
+
+/*
+ * copyMany(paths, params) -> Promise<Float64Array>: copyIn for several (small) files in one
+ * thread-pool job, one after the other. paths holds "src\0dest\0" per file; params 6 doubles per
+ * file: flags, mode, uid, gid, mtimeSec, mtimeNsec. The result holds COPY_FIELDS doubles per
+ * file, as copyIn's. One job per file cost ~16 us of the main thread each (async work, promise,
+ * a thread wake-up and an event-loop wake-up per file: 1.6 s of a 100k-file full backup).
+ */
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  char *paths; size_t paths_len;
+  double *params; size_t count;
+  double *out;
+} copy_many_t;
+
+static void copy_many_execute(napi_env env, void *data) {
+  (void)env;
+  copy_many_t *j = data;
+  lower_priority_once();
+  const char *p = j->paths, *end = j->paths + j->paths_len;
+  for (size_t i = 0; i < j->count; i++) {
+    double *o = j->out + i * COPY_FIELDS;
+    const char *src = p;
+    const char *dest = memchr(src, 0, end - src);
+    const char *next = dest ? memchr(dest + 1, 0, end - dest - 1) : NULL;
+    if (!next) { o[0] = 2; o[1] = EINVAL; break; } /* malformed: the rest stay 0 and are reported by the caller */
+    dest++;
+    const double *q = j->params + i * 6;
+    if (strlen(src) >= PATH_MAX_BYTES || strlen(dest) >= PATH_MAX_BYTES) { o[0] = 2; o[1] = ENAMETOOLONG; }
+    else copy_one(src, dest, (int)q[0], (int64_t)q[1], (int64_t)q[2], (int64_t)q[3], (int64_t)q[4], (int64_t)q[5], o);
+    p = next + 1;
+  }
+}
+
+static void copy_many_complete(napi_env env, napi_status status, void *data) {
+  copy_many_t *j = data;
+  (void)status;
+  napi_value ab, arr;
+  void *mem;
+  size_t n = j->count * COPY_FIELDS;
+  napi_create_arraybuffer(env, (n ? n : 1) * sizeof(double), &mem, &ab);
+  memcpy(mem, j->out, n * sizeof(double));
+  napi_create_typedarray(env, napi_float64_array, n, ab, 0, &arr);
+  napi_resolve_deferred(env, j->deferred, arr);
+  napi_delete_async_work(env, j->work);
+  free(j->paths); free(j->params); free(j->out); free(j);
+}
+
+static napi_value copy_many(napi_env env, napi_callback_info info) {
+  size_t argc = 2; napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  void *paths; size_t paths_len;
+  if (napi_get_buffer_info(env, argv[0], &paths, &paths_len) != napi_ok) { napi_throw_type_error(env, NULL, "copyMany: paths must be a Buffer"); return NULL; }
+  double *params; size_t count;
+  if (!get_typed(env, argv[1], napi_float64_array, 0, (void **)&params, "params")) return NULL;
+  napi_typedarray_type t; size_t len; napi_value abv; size_t off;
+  napi_get_typedarray_info(env, argv[1], &t, &len, NULL, &abv, &off);
+  count = len / 6;
+  copy_many_t *j = calloc(1, sizeof *j);
+  j->paths = malloc(paths_len ? paths_len : 1);
+  memcpy(j->paths, paths, paths_len);
+  j->paths_len = paths_len;
+  j->params = malloc((count ? count : 1) * 6 * sizeof(double));
+  memcpy(j->params, params, count * 6 * sizeof(double));
+  j->count = count;
+  j->out = calloc(count ? count : 1, COPY_FIELDS * sizeof(double));
+  return queue_job(env, "bakker.copyMany", copy_many_execute, copy_many_complete, j, &j->deferred, &j->work);
 }
 
 /*
@@ -1068,6 +1147,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"linkBatch", NULL, link_batch, NULL, NULL, NULL, napi_default, NULL},
     {"metaBatch", NULL, meta_batch, NULL, NULL, NULL, napi_default, NULL},
     {"copyIn", NULL, copy_in, NULL, NULL, NULL, napi_default, NULL},
+    {"copyMany", NULL, copy_many, NULL, NULL, NULL, napi_default, NULL},
     {"scanDir", NULL, scan_dir, NULL, NULL, NULL, napi_default, NULL},
     {"removeTree", NULL, remove_tree, NULL, NULL, NULL, napi_default, NULL},
     {"zstdCompress", NULL, zstd_compress, NULL, NULL, NULL, napi_default, NULL},

@@ -47,7 +47,7 @@ export class CompressedStore implements Store {
     }
     let fh: fs.promises.FileHandle;
     try {
-      fh = await fs.promises.open(src.path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+      fh = await fs.promises.open(src.path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK); // a FIFO put in a file's place must not hang the run
     } catch (err) {
       throw new SourceError(errnoCode(err) ?? 'EIO', (err as Error).message);
     }

@@ -57,6 +57,8 @@ export interface LocalSource {
   path: Buffer;
   /** Copy holes as holes. */
   sparse: boolean;
+  /** Its size as the walk saw it (a hint: small files may be copied in batches). */
+  size?: number;
   /** The file is a zstd-compressed stored copy (a copy from a snapshot): stored as it is, not compressed again. */
   compressed?: boolean;
 }
@@ -103,7 +105,8 @@ export class SourceError extends Error {
 export function readSmall(file: Buffer, limit: number): { data: Buffer; st0: BigIntStats; st1: BigIntStats } | null {
   let fd: number;
   try {
-    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+    // O_NONBLOCK: a FIFO put in the place of a file must not block this (the main) thread.
+    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (err) {
     throw new SourceError((err as NodeJS.ErrnoException).code ?? 'EIO', (err as Error).message);
   }
@@ -130,6 +133,8 @@ export interface Store {
   readonly caps: StoreCaps;
   /** For a store in a local folder: its absolute path, where the engine may work on files directly. */
   readonly localRoot?: string;
+  /** putFile copies small files (with their size given) several per job: ask for many at once. */
+  readonly copiesInBatches?: boolean;
   /** The store's folder when it is on this host, even when localRoot is not set (a backup never descends into it). */
   readonly folder?: string;
   /** Set on an encrypted store (crypto/encrypted-store.ts): what the engine asks it beyond this interface. */

@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
+import { execFileSync } from 'node:child_process';
 import type { Store } from '../../src/store/store.js';
 import { createHasher } from '../../src/util/hash.js';
 import { fromBigNs, truncateToSeconds } from '../../src/manifest/time.js';
@@ -113,6 +114,11 @@ export function storeConformance(name: string, make: () => Promise<{ store: Stor
         await assert.rejects(s.putFile(b('y'), { path: Buffer.from(path.join(dir, `link-${hash}`)), sparse: false }, {}, hash), (err: Error & { source?: boolean }) => err.source === true);
         assert.equal(await s.stat(b('x')), null);
         assert.equal(await s.stat(b('y')), null);
+        // A FIFO put where the walk saw a file: refused at once (opening it must not wait for a writer).
+        const fifo = path.join(dir, `fifo-${hash}`);
+        execFileSync('mkfifo', [fifo]);
+        await assert.rejects(s.putFile(b('z'), { path: Buffer.from(fifo), sparse: false, size: 10 }, {}, hash), (err: Error & { source?: boolean }) => err.source === true);
+        assert.equal(await s.stat(b('z')), null);
       }
       const h = createHasher('sha256');
       h.update(data);

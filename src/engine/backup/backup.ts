@@ -74,7 +74,9 @@ type Lines = { kind: 'lines'; lines: (Buffer | null)[]; block: Buffer; recs: num
 /** A file's sum as the impl stores it ("<algo>:<hex>"), or undefined when it cannot be read now. */
 async function hashFile(abs: Buffer, algo: HashAlgo): Promise<string | undefined> {
   try {
-    return await hashStream(fs.createReadStream(abs), algo);
+    // O_NONBLOCK: a FIFO put in the file's place must not hang the run.
+    const fh = await fs.promises.open(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    return await hashStream(fh.createReadStream(), algo);
   } catch {
     return undefined;
   }

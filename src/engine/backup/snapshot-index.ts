@@ -200,7 +200,7 @@ export class IndexReader {
   static async open(file: string, snapshot: string, fingerprint: string, checkImpl: (meta: IndexMeta) => Promise<void>, emit: Emit): Promise<IndexReader | null> {
     let fd: number;
     try {
-      fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+      fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK); // a FIFO in its place must not block
     } catch {
       return null; // none (an older run, or removed): the ordinary path
     }

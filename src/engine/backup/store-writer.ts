@@ -35,6 +35,9 @@ function refresh(e: Entry, abs: Buffer): boolean {
   return true;
 }
 
+/** Small copies in flight at once on a store that batches them (Store.copiesInBatches). */
+const SMALL_BATCHED = 64;
+
 /** Files above this size take a big-copy slot (each may hold a window of chunk writes in memory). */
 const BIG_FILE = 64 * 1024;
 
@@ -82,7 +85,9 @@ export class StoreWriter {
     private readonly frozen = false,
   ) {
     const p = pipelineFor(store);
-    this.copySlots = new Semaphore(p.copies);
+    // A store that copies small files in batches wants many asked for at once (they go out
+    // together while earlier batches run): 64 in the ordered queue's window of 256.
+    this.copySlots = new Semaphore(store.copiesInBatches && checksum === undefined ? SMALL_BATCHED : p.copies);
     this.bigCopySlots = new Semaphore(p.bigCopies);
     this.linkSlots = new Semaphore(p.linkBatches);
     this.linkBatch = p.linkBatch;
@@ -309,7 +314,7 @@ export class StoreWriter {
     for (let attempt = 1; ; attempt++) {
       let res: PutResult;
       try {
-        res = await this.store.putFile(dest, { path: abs, sparse: e.sparse === true, ...(this.frozen && e.z ? { compressed: true } : {}) }, { mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime }, this.checksum);
+        res = await this.store.putFile(dest, { path: abs, sparse: e.sparse === true, size: e.size, ...(this.frozen && e.z ? { compressed: true } : {}) }, { mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime }, this.checksum);
       } catch (err) {
         if (err instanceof SourceError) return this.unreadable(e, err);
         this.checkDirs();

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import { native } from '../../native.js';
+import { CopyBatcher } from './copy-batcher.js';
 import { typeOfMode } from '../../manifest/entry.js';
 import { fromBigNs, nsTime, splitNs } from '../../manifest/time.js';
 import { copyFd } from '../../util/sparse-copy.js';
@@ -25,11 +26,13 @@ async function readFails(fh: fsp.FileHandle): Promise<boolean> {
   }
 }
 
-const { O_RDONLY, O_NOFOLLOW, O_WRONLY, O_CREAT, O_EXCL } = fs.constants;
+const { O_RDONLY, O_NOFOLLOW, O_WRONLY, O_CREAT, O_EXCL, O_NONBLOCK } = fs.constants;
 const ERRNO_NAMES = new Map(Object.entries(os.constants.errno).map(([k, v]) => [v, k]));
 
 /** writeNew writes a single buffer up to this size synchronously. */
 const SYNC_WRITE = 64 * 1024;
+/** Files up to this size are copied in batches (CopyBatcher); larger ones one job each. */
+const SMALL_COPY = 64 * 1024;
 
 /** A store in a local folder (the first tier: hard-link snapshots on the same volume). */
 /** Folders removed at once (native jobs on the thread pool). */
@@ -42,6 +45,14 @@ export class LocalStore implements Store {
   readonly localRoot: string;
   readonly folder: string;
   private readonly root: Buffer;
+  readonly copiesInBatches = true;
+  /** Small files are copied in batches, several per thread-pool job. */
+  private readonly batcher = new CopyBatcher();
+  /** Copy jobs sent to the thread pool: batches (with the files in them) and single large files. */
+  get copyJobs(): { batches: number; batched: number; single: number } {
+    return { batches: this.batcher.stats.jobs, batched: this.batcher.stats.files, single: this.singleCopies };
+  }
+  private singleCopies = 0;
 
   constructor(root: string) {
     this.url = path.resolve(root);
@@ -89,11 +100,11 @@ export class LocalStore implements Store {
   }
 
   readFile(p: Buffer): Promise<Buffer> {
-    return fsp.readFile(this.abs(p), { flag: O_RDONLY | O_NOFOLLOW });
+    return fsp.readFile(this.abs(p), { flag: O_RDONLY | O_NOFOLLOW | O_NONBLOCK });
   }
 
   async openRead(p: Buffer): Promise<{ stream: Readable; size: number }> {
-    const fh = await fsp.open(this.abs(p), O_RDONLY | O_NOFOLLOW);
+    const fh = await fsp.open(this.abs(p), O_RDONLY | O_NOFOLLOW | O_NONBLOCK); // a FIFO planted in the store: refused below, never waited on
     try {
       const st = await fh.stat();
       if (!st.isFile()) throw Object.assign(new Error(`not a regular file in the store: ${p.toString()}`), { code: 'EINVAL' });
@@ -137,7 +148,11 @@ export class LocalStore implements Store {
       // One thread-pool job does open, copy_file_range (holes kept), owner, mode and times.
       const [s, ns] = splitNs(meta.mtime ?? '0.000000000');
       const chown = this.caps.ownership && meta.uid !== undefined && meta.gid !== undefined;
-      const r = await native.copyIn(src.path, dest, (src.sparse ? 1 : 0) | (chown ? 2 : 0), meta.mode ?? 0o600, meta.uid ?? 0, meta.gid ?? 0, s, ns);
+      const flags = (src.sparse ? 1 : 0) | (chown ? 2 : 0);
+      const r =
+        src.size !== undefined && src.size <= SMALL_COPY
+          ? await this.batcher.copy(src.path, dest, flags, meta.mode ?? 0o600, meta.uid ?? 0, meta.gid ?? 0, s, ns)
+          : (this.singleCopies++, await native.copyIn(src.path, dest, flags, meta.mode ?? 0o600, meta.uid ?? 0, meta.gid ?? 0, s, ns));
       if (r[0] !== 0) {
         const code = ERRNO_NAMES.get(r[1]!) ?? `E${r[1]}`;
         if (r[0] === 1) throw new SourceError(code, `${code}: cannot read ${src.path.toString()}`);
@@ -185,7 +200,7 @@ export class LocalStore implements Store {
   private async putFileHashed(dest: Buffer, p: Buffer, src: LocalSource, meta: FileMeta, hash: HashAlgo): Promise<PutResult> {
     let fh: fsp.FileHandle;
     try {
-      fh = await fsp.open(src.path, O_RDONLY | O_NOFOLLOW);
+      fh = await fsp.open(src.path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK); // a FIFO put in a file's place must not hang the run
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
       throw new SourceError(code, (err as Error).message);

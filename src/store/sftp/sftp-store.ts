@@ -248,7 +248,7 @@ export class SftpStore implements Store {
     if (small) return small;
     let fh: fsp.FileHandle;
     try {
-      fh = await fsp.open(src.path, O_RDONLY | O_NOFOLLOW);
+      fh = await fsp.open(src.path, O_RDONLY | O_NOFOLLOW | fs.constants.O_NONBLOCK); // a FIFO put in a file's place must not hang the run
     } catch (err) {
       throw new SourceError(errnoCode(err) ?? 'EIO', (err as Error).message);
     }
