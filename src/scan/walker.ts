@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { native } from '../native.js';
 import { typeOfMode, type Entry } from '../manifest/entry.js';
-import { join } from '../util/bpath.js';
+import { join, PathArena } from '../util/bpath.js';
 import { F_DEV, F_ERRNO, F_FAST, F_PREV, F_REC, Scanner, SCAN_FIELDS, type FastArgs, type Listing } from './scanner.js';
 import { fromBigNs, nsTime, type NsTime } from '../manifest/time.js';
 import { aclNamesOf, aclToText, ACL_ACCESS, ACL_DEFAULT } from './acl.js';
@@ -286,6 +286,11 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
     const subdirs: number[] = [];
     let run: FastRun | null = null;
     let off = 0;
+    const count = stats.length / SCAN_FIELDS;
+    // The children's paths, relative and absolute, in two buffers of this directory's own
+    // (made when the first child needs one: most of an unchanged tree needs none).
+    let rels: PathArena | null = null;
+    let abss: PathArena | null = null;
     for (let o = 0; o < stats.length; o += SCAN_FIELDS) {
       const end = names.indexOf(0, off);
       const name = names.subarray(off, end);
@@ -309,7 +314,8 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
         items.push(run);
         run = null;
       }
-      const childRel = join(rel, name);
+      rels ??= new PathArena(rel, count, names.length);
+      const childRel = rels.join(rel, name);
       const statErrno = stats[o + F_ERRNO]!;
       if (statErrno !== 0) {
         if (statErrno !== ENOENT) items.push({ kind: 'warning', path: childRel, message: `cannot stat: errno ${statErrno}`, unreadable: true });
@@ -335,7 +341,8 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
         ctime: nsTime(stats[o + 11]!, stats[o + 12]!),
       };
       const probe = stats[o + 13]!;
-      const r = finish(makeEntry(childRel, join(abs, name), st), probe !== 0 && probe !== -2);
+      abss ??= new PathArena(abs, count, names.length);
+      const r = finish(makeEntry(childRel, abss.join(abs, name), st), probe !== 0 && probe !== -2);
       if (r.warning) items.push(r.warning);
       if (!r.item) continue;
       if (probe === -2) r.item.xattrsPending = true;

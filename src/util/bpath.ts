@@ -21,6 +21,36 @@ export function join(a: Buffer, b: Buffer | string): Buffer {
   return out;
 }
 
+/**
+ * Joined paths carved from one buffer of their own: a small Buffer from Node's pool pins a whole
+ * shared 8 KiB slab for as long as it is held, and the paths of entries waiting in the backup's
+ * queue (each from a different slab) pinned 2-3 MB that way. A directory's children share one
+ * arena, so what they hold is about their own size.
+ */
+export class PathArena {
+  private readonly buf: Buffer;
+  private at = 0;
+
+  /** Room for `count` joins of `a` with names totalling `nameBytes`. */
+  constructor(a: Buffer, count: number, nameBytes: number) {
+    this.buf = Buffer.allocUnsafeSlow(Math.max(1, count * (a.length + 1) + nameBytes));
+  }
+
+  join(a: Buffer, b: Buffer): Buffer {
+    const len = a.length === 0 ? b.length : a.length + 1 + b.length;
+    if (this.at + len > this.buf.length) return join(a, b); // more than was asked for: the pool
+    const start = this.at;
+    if (a.length > 0) {
+      a.copy(this.buf, this.at);
+      this.buf[this.at + a.length] = SLASH;
+      this.at += a.length + 1;
+    }
+    b.copy(this.buf, this.at);
+    this.at += b.length;
+    return this.buf.subarray(start, this.at);
+  }
+}
+
 export function parent(p: Buffer): Buffer {
   const i = p.lastIndexOf(SLASH);
   return i < 0 ? EMPTY : p.subarray(0, i);

@@ -175,6 +175,7 @@ test('excluded folders stay out on the fast path, and changed excludes turn the 
   assert.equal(fs.existsSync(path.join(tree, 'same.txt')), true);
   const third = backup(store, ['--exclude', skip]);
   assert.equal(third.events.find((e) => e.event === 'start')!.indexed, false, 'other excludes: other walk');
+  assert.ok(third.events.some((e) => e.event === 'info' && String(e.message).includes('made under other sources, excludes')), 'says why the run is slower');
   assert.equal(fs.readFileSync(path.join(store, third.snap, src, 'tree/d0/sub/f1.dat'), 'utf8'), 'content 0 1');
 });
 

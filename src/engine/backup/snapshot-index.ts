@@ -216,6 +216,9 @@ export class IndexReader {
       const meta = JSON.parse(readAt(fd, metaOff, size - TRAILER - metaOff).toString('utf8')) as IndexMeta;
       if (meta.format !== 1 || meta.snapshot !== snapshot || meta.fingerprint !== fingerprint) {
         fs.closeSync(fd);
+        if (meta.format === 1 && meta.snapshot === snapshot) {
+          emit({ event: 'info', message: `the index of ${snapshot} was made under other sources, excludes or user and group tables (/etc/passwd, /etc/group): this run compares against the impl (slower) and writes a new index` });
+        }
         return null;
       }
       // Intact? (a few ms per 100k entries; a damaged index must never name a wrong line)
