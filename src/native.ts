@@ -13,6 +13,8 @@ export interface Native {
   utimens(p: Buffer, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
   mknod(p: Buffer, mode: number, dev: number): void;
   syncfs(p: Buffer | string): void;
+  /** syncfs on the thread pool; never rejects (a head start for the sync a run waits for). */
+  syncfsSoon(p: Buffer | string): Promise<void>;
   /** Hard-links pairs ("from\0to\0"..., relative to `root`) on the thread pool; results[i] = 0 or errno. */
   linkBatch(root: Buffer | string, pairs: Buffer, count: number, results: Int32Array): Promise<void>;
   metaBatch(root: Buffer | string, paths: Buffer, count: number, meta: Float64Array, results: Int32Array): Promise<void>;

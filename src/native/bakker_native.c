@@ -182,6 +182,38 @@ static napi_value do_syncfs(napi_env env, napi_callback_info info) {
 }
 
 /*
+ * syncfsSoon(path) -> Promise<void>: syncfs on the thread pool (a backup starts one now and then
+ * while it writes, so the disk works during the walk and the sync before publishing finds
+ * little left). Never rejects: the sync that matters is the one the run waits for.
+ */
+typedef struct { napi_async_work work; napi_deferred deferred; char path[PATH_MAX_BYTES]; } syncfs_job_t;
+
+static void syncfs_execute(napi_env env, void *data) {
+  (void)env;
+  syncfs_job_t *j = data;
+  int fd = open(j->path, O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) { syncfs(fd); close(fd); }
+}
+
+static void syncfs_complete(napi_env env, napi_status status, void *data) {
+  (void)status;
+  syncfs_job_t *j = data;
+  napi_value undef;
+  napi_get_undefined(env, &undef);
+  napi_resolve_deferred(env, j->deferred, undef);
+  napi_delete_async_work(env, j->work);
+  free(j);
+}
+
+static napi_value syncfs_soon(napi_env env, napi_callback_info info) {
+  size_t argc = 1; napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  syncfs_job_t *j = calloc(1, sizeof *j);
+  if (!get_path(env, argv[0], j->path, sizeof j->path)) { free(j); return NULL; }
+  return queue_job(env, "bakker.syncfsSoon", syncfs_execute, syncfs_complete, j, &j->deferred, &j->work);
+}
+
+/*
  * removeTree(path) -> Promise<void>: removes `path` and everything under it on the thread pool
  * (rm -rf without following symlinks: they are unlinked, directories opened with O_NOFOLLOW,
  * entry types from readdir's d_type). Missing is not an error. Rejects with the first errno.
@@ -1144,6 +1176,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"utimens", NULL, utimens, NULL, NULL, NULL, napi_default, NULL},
     {"mknod", NULL, do_mknod, NULL, NULL, NULL, napi_default, NULL},
     {"syncfs", NULL, do_syncfs, NULL, NULL, NULL, napi_default, NULL},
+    {"syncfsSoon", NULL, syncfs_soon, NULL, NULL, NULL, napi_default, NULL},
     {"linkBatch", NULL, link_batch, NULL, NULL, NULL, napi_default, NULL},
     {"metaBatch", NULL, meta_batch, NULL, NULL, NULL, napi_default, NULL},
     {"copyIn", NULL, copy_in, NULL, NULL, NULL, napi_default, NULL},

@@ -133,6 +133,11 @@ export interface Store {
   readonly caps: StoreCaps;
   /** For a store in a local folder: its absolute path, where the engine may work on files directly. */
   readonly localRoot?: string;
+  /**
+   * Starts writing back what was written so far, without waiting: the sync() before publishing
+   * then finds less to do. Optional; a no-op when one is already under way.
+   */
+  syncSoon?(): void;
   /** putFile copies small files (with their size given) several per job: ask for many at once. */
   readonly copiesInBatches?: boolean;
   /** The store's folder when it is on this host, even when localRoot is not set (a backup never descends into it). */

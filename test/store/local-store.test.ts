@@ -83,3 +83,20 @@ test('local store: a FIFO planted where a stored file should be is refused, neve
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('local store: a sync started ahead (syncSoon) runs on the thread pool, one at a time, and never fails the run', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'syncsoon-'));
+  try {
+    const { native } = await import('../../src/native.js');
+    await native.syncfsSoon(dir); // resolves
+    await native.syncfsSoon(path.join(dir, 'missing')); // a folder that is gone: still resolves
+    const store = new LocalStore(dir);
+    fs.writeFileSync(path.join(dir, 'x'), 'data');
+    store.syncSoon();
+    store.syncSoon(); // one already under way: nothing more
+    await store.sync();
+    assert.equal(fs.readFileSync(path.join(dir, 'x'), 'utf8'), 'data');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

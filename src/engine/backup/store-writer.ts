@@ -35,6 +35,9 @@ function refresh(e: Entry, abs: Buffer): boolean {
   return true;
 }
 
+/** New bytes between two Store.syncSoon() calls. */
+const SYNC_EVERY = 256 * 1024 * 1024;
+
 /** Small copies in flight at once on a store that batches them (Store.copiesInBatches). */
 const SMALL_BATCHED = 64;
 
@@ -280,6 +283,8 @@ export class StoreWriter {
     return false;
   }
 
+  private nextSync = SYNC_EVERY;
+
   /** What a killed run had copied (.bakker/salvage), when the store has it. */
   salvage: Buffer | null = null;
 
@@ -356,6 +361,11 @@ export class StoreWriter {
     e.since = this.name;
     this.stats.copied++;
     this.stats.bytesCopied += e.size;
+    if (this.stats.bytesCopied >= this.nextSync) {
+      // Writeback during the walk, not all in the sync before publishing (docs/PERFORMANCE.md).
+      this.nextSync = this.stats.bytesCopied + SYNC_EVERY;
+      this.store.syncSoon?.();
+    }
     this.progress.copied++;
     this.progress.bytesCopied += e.size;
     await this.addToDiff(e.path);

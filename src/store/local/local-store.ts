@@ -356,6 +356,14 @@ export class LocalStore implements Store {
     native.syncfs(this.url);
   }
 
+  private syncing = false;
+
+  syncSoon(): void {
+    if (this.syncing) return;
+    this.syncing = true;
+    void native.syncfsSoon(this.url).finally(() => (this.syncing = false));
+  }
+
   async close(): Promise<void> {}
 }
 
