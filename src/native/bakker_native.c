@@ -182,38 +182,6 @@ static napi_value do_syncfs(napi_env env, napi_callback_info info) {
 }
 
 /*
- * syncfsSoon(path) -> Promise<void>: syncfs on the thread pool (a backup starts one now and then
- * while it writes, so the disk works during the walk and the sync before publishing finds
- * little left). Never rejects: the sync that matters is the one the run waits for.
- */
-typedef struct { napi_async_work work; napi_deferred deferred; char path[PATH_MAX_BYTES]; } syncfs_job_t;
-
-static void syncfs_execute(napi_env env, void *data) {
-  (void)env;
-  syncfs_job_t *j = data;
-  int fd = open(j->path, O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) { syncfs(fd); close(fd); }
-}
-
-static void syncfs_complete(napi_env env, napi_status status, void *data) {
-  (void)status;
-  syncfs_job_t *j = data;
-  napi_value undef;
-  napi_get_undefined(env, &undef);
-  napi_resolve_deferred(env, j->deferred, undef);
-  napi_delete_async_work(env, j->work);
-  free(j);
-}
-
-static napi_value syncfs_soon(napi_env env, napi_callback_info info) {
-  size_t argc = 1; napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  syncfs_job_t *j = calloc(1, sizeof *j);
-  if (!get_path(env, argv[0], j->path, sizeof j->path)) { free(j); return NULL; }
-  return queue_job(env, "bakker.syncfsSoon", syncfs_execute, syncfs_complete, j, &j->deferred, &j->work);
-}
-
-/*
  * removeTree(path) -> Promise<void>: removes `path` and everything under it on the thread pool
  * (rm -rf without following symlinks: they are unlinked, directories opened with O_NOFOLLOW,
  * entry types from readdir's d_type). Missing is not an error. Rejects with the first errno.
@@ -283,12 +251,33 @@ static void rm_complete(napi_env env, napi_status status, void *data) {
   free(j);
 }
 
-static napi_value remove_tree(napi_env env, napi_callback_info info) {
+/* A job on one path (rm_job_t) whose promise rm_complete settles: rejected when j->err is set. */
+static napi_value queue_path_job(napi_env env, napi_callback_info info, const char *name, napi_async_execute_callback execute) {
   size_t argc = 1; napi_value argv[1];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   rm_job_t *j = calloc(1, sizeof *j);
   if (!get_path(env, argv[0], j->path, sizeof j->path)) { free(j); return NULL; }
-  return queue_job(env, "bakker.removeTree", rm_execute, rm_complete, j, &j->deferred, &j->work);
+  return queue_job(env, name, execute, rm_complete, j, &j->deferred, &j->work);
+}
+
+static napi_value remove_tree(napi_env env, napi_callback_info info) {
+  return queue_path_job(env, info, "bakker.removeTree", rm_execute);
+}
+
+/*
+ * syncfsSoon(path) -> Promise<void>: syncfs on the thread pool (a backup starts one now and then
+ * while it writes, so the disk works during the walk and the sync before publishing finds
+ * little left). Never rejects: the sync that matters is the one the run waits for.
+ */
+static void syncfs_execute(napi_env env, void *data) {
+  (void)env;
+  rm_job_t *j = data;
+  int fd = open(j->path, O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) { syncfs(fd); close(fd); }
+}
+
+static napi_value syncfs_soon(napi_env env, napi_callback_info info) {
+  return queue_path_job(env, info, "bakker.syncfsSoon", syncfs_execute);
 }
 
 /*
