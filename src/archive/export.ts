@@ -6,7 +6,7 @@ import { compareSnapshotNames } from '../engine/naming.js';
 import { diffSnapshots } from '../engine/diff.js';
 import type { Entry } from '../manifest/entry.js';
 import { ImplReader } from '../manifest/impl-io.js';
-import type { Store } from '../store/store.js';
+import { OPEN_READ, type Store } from '../store/store.js';
 import { display, join, safeComponents } from '../util/bpath.js';
 import { contentPad, END, entryHeader } from './pax.js';
 
@@ -32,7 +32,7 @@ const SMALL = 64 * 1024;
 function* localContent(file: Buffer, e: Entry): Generator<Buffer> {
   let fd: number;
   try {
-    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK); // a FIFO planted in the store must not block
+    fd = fs.openSync(file, OPEN_READ);
   } catch (err) {
     throw damaged(e, `cannot be read (${errnoCode(err) ?? String(err)})`, err);
   }

@@ -7,7 +7,7 @@ import { BakkerError, errMessage, errnoCode } from '../errors.js';
 import type { Entry } from '../manifest/entry.js';
 import { isSnapshotName } from '../engine/naming.js';
 import type { Emit } from '../engine/events.js';
-import { readSmall, SourceError, sourceState, type FileMeta, type LocalSource, type PutResult, type Store, type StoreCaps, type StoreStat } from '../store/store.js';
+import { OPEN_READ, readSmall, SourceError, sourceState, type FileMeta, type LocalSource, type PutResult, type Store, type StoreCaps, type StoreStat } from '../store/store.js';
 import { display } from '../util/bpath.js';
 import { native } from '../native.js';
 import { pack, packSync, unzstd, ZSTD_CHUNK } from '../util/zstd.js';
@@ -95,7 +95,6 @@ function where(p: Buffer): Where {
 const age = (p: Buffer) => Buffer.concat([p, Buffer.from('.age')]);
 const OBJECTS_SUFFIX = '.objects';
 const READ_CHUNK = 256 * 1024;
-const { O_RDONLY, O_NOFOLLOW } = fs.constants;
 
 /** Files up to this size are read at once on the main thread. */
 const SYNC_READ = 64 * 1024;
@@ -451,7 +450,7 @@ export class EncryptedStore implements Store, Crypt {
     }
     let fh: fs.promises.FileHandle;
     try {
-      fh = await fs.promises.open(src.path, O_RDONLY | O_NOFOLLOW | fs.constants.O_NONBLOCK); // a FIFO put in a file's place must not hang the run
+      fh = await fs.promises.open(src.path, OPEN_READ);
     } catch (err) {
       throw new SourceError(errnoCode(err) ?? 'EIO', (err as Error).message);
     }

@@ -392,12 +392,14 @@ static void link_batch_complete(napi_env env, napi_status status, void *data) {
 }
 
 /* A typed array argument of `type` with at least `min` elements; throws a TypeError naming `what` otherwise. */
-static bool get_typed(napi_env env, napi_value v, napi_typedarray_type type, size_t min, void **data, const char *what) {
+/* A typed array argument of `type` with at least `min` elements; its length into *len when asked. */
+static bool get_typed(napi_env env, napi_value v, napi_typedarray_type type, size_t min, void **data, const char *what, size_t *len_out) {
   napi_typedarray_type tt; size_t len; napi_value ab; size_t off;
   if (napi_get_typedarray_info(env, v, &tt, &len, data, &ab, &off) != napi_ok || tt != type || len < min) {
     napi_throw_type_error(env, NULL, what);
     return false;
   }
+  if (len_out) *len_out = len;
   return true;
 }
 
@@ -410,7 +412,7 @@ static napi_value link_batch(napi_env env, napi_callback_info info) {
   if (napi_get_buffer_info(env, argv[1], &pairs, &plen) != napi_ok) { free(b); napi_throw_type_error(env, NULL, "pairs must be a Buffer"); return NULL; }
   uint32_t count; napi_get_value_uint32(env, argv[2], &count);
   void *tdata;
-  if (!get_typed(env, argv[3], napi_int32_array, count, &tdata, "results must be an Int32Array of at least count")) { free(b); return NULL; }
+  if (!get_typed(env, argv[3], napi_int32_array, count, &tdata, "results must be an Int32Array of at least count", NULL)) { free(b); return NULL; }
   b->pairs = pairs; b->pairs_len = plen; b->results = tdata; b->count = count;
   napi_create_reference(env, argv[1], 1, &b->pairs_ref);
   napi_create_reference(env, argv[3], 1, &b->results_ref);
@@ -481,8 +483,8 @@ static napi_value meta_batch(napi_env env, napi_callback_info info) {
   if (napi_get_buffer_info(env, argv[1], &paths, &plen) != napi_ok) { free(b); napi_throw_type_error(env, NULL, "paths must be a Buffer"); return NULL; }
   uint32_t count; napi_get_value_uint32(env, argv[2], &count);
   void *mdata, *rdata;
-  if (!get_typed(env, argv[3], napi_float64_array, 5 * (size_t)count, &mdata, "meta must be a Float64Array of 5 per path") ||
-      !get_typed(env, argv[4], napi_int32_array, count, &rdata, "results must be an Int32Array of at least count")) { free(b); return NULL; }
+  if (!get_typed(env, argv[3], napi_float64_array, 5 * (size_t)count, &mdata, "meta must be a Float64Array of 5 per path", NULL) ||
+      !get_typed(env, argv[4], napi_int32_array, count, &rdata, "results must be an Int32Array of at least count", NULL)) { free(b); return NULL; }
   b->paths = paths; b->paths_len = plen; b->meta = mdata; b->results = rdata; b->count = count;
   napi_create_reference(env, argv[1], 1, &b->paths_ref);
   napi_create_reference(env, argv[3], 1, &b->meta_ref);
@@ -668,11 +670,14 @@ static void copy_many_execute(napi_env env, void *data) {
     const char *src = p;
     const char *dest = memchr(src, 0, end - src);
     const char *next = dest ? memchr(dest + 1, 0, end - dest - 1) : NULL;
-    if (!next) { o[0] = 2; o[1] = EINVAL; break; } /* malformed: the rest stay 0 and are reported by the caller */
+    if (!next) {
+      /* fewer paths than params: this file and every later one failed (never 0, "copied") */
+      for (; i < j->count; i++) { j->out[i * COPY_FIELDS] = 2; j->out[i * COPY_FIELDS + 1] = EINVAL; }
+      break;
+    }
     dest++;
     const double *q = j->params + i * 6;
-    if (strlen(src) >= PATH_MAX_BYTES || strlen(dest) >= PATH_MAX_BYTES) { o[0] = 2; o[1] = ENAMETOOLONG; }
-    else copy_one(src, dest, (int)q[0], (int64_t)q[1], (int64_t)q[2], (int64_t)q[3], (int64_t)q[4], (int64_t)q[5], o);
+    copy_one(src, dest, (int)q[0], (int64_t)q[1], (int64_t)q[2], (int64_t)q[3], (int64_t)q[4], (int64_t)q[5], o);
     p = next + 1;
   }
 }
@@ -696,11 +701,9 @@ static napi_value copy_many(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   void *paths; size_t paths_len;
   if (napi_get_buffer_info(env, argv[0], &paths, &paths_len) != napi_ok) { napi_throw_type_error(env, NULL, "copyMany: paths must be a Buffer"); return NULL; }
-  double *params; size_t count;
-  if (!get_typed(env, argv[1], napi_float64_array, 0, (void **)&params, "params")) return NULL;
-  napi_typedarray_type t; size_t len; napi_value abv; size_t off;
-  napi_get_typedarray_info(env, argv[1], &t, &len, NULL, &abv, &off);
-  count = len / 6;
+  double *params; size_t len;
+  if (!get_typed(env, argv[1], napi_float64_array, 0, (void **)&params, "copyMany: params must be a Float64Array", &len)) return NULL;
+  size_t count = len / 6;
   copy_many_t *j = calloc(1, sizeof *j);
   j->paths = malloc(paths_len ? paths_len : 1);
   memcpy(j->paths, paths, paths_len);

@@ -7,6 +7,7 @@ import { sleepSync } from '../util/sleep.js';
 import type { StorageConfig } from './config.js';
 import { applyPolicy, type Policy } from '../engine/retention/policy.js';
 import { compareSnapshotNames } from '../engine/naming.js';
+import { OPEN_READ } from '../store/store.js';
 
 /**
  * The storage side's account management (docs/STORAGE.md). Each client is a system account
@@ -466,7 +467,7 @@ export function listRequests(cfg: StorageConfig, name: string): SpaceRequest[] {
 function readRequest(file: string): Omit<SpaceRequest, 'client' | 'file'> | null {
   let fd: number;
   try {
-    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    fd = fs.openSync(file, OPEN_READ);
   } catch {
     return null; // a symlink or something else the client planted: not read
   }

@@ -3,7 +3,7 @@ import { errnoCode } from '../errors.js';
 import { native } from '../native.js';
 import { createHasher, type HashAlgo } from '../util/hash.js';
 import { pack, packSync, ZSTD_CHUNK } from '../util/zstd.js';
-import { readSmall, SourceError, sourceState, type FileMeta, type LocalSource, type PutResult, type Store, type StoreStat } from './store.js';
+import { OPEN_READ, readSmall, SourceError, sourceState, type FileMeta, type LocalSource, type PutResult, type Store, type StoreStat } from './store.js';
 
 /**
  * A plain store whose new copies are zstd-compressed when that makes them at least 1/16 smaller
@@ -47,7 +47,7 @@ export class CompressedStore implements Store {
     }
     let fh: fs.promises.FileHandle;
     try {
-      fh = await fs.promises.open(src.path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK); // a FIFO put in a file's place must not hang the run
+      fh = await fs.promises.open(src.path, OPEN_READ);
     } catch (err) {
       throw new SourceError(errnoCode(err) ?? 'EIO', (err as Error).message);
     }

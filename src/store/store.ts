@@ -102,11 +102,18 @@ export class SourceError extends Error {
  * before and after; null when it is larger than `limit` (also when it grew past it meanwhile): the
  * caller streams it then. A failure of the source throws SourceError.
  */
+/**
+ * How bakker opens a file it reads (a source file to copy, or a file in a store): never through
+ * a symlink (O_NOFOLLOW), and never waiting on a FIFO put where a file was (O_NONBLOCK: the open
+ * returns and the caller's regular-file check refuses it; without it the open waits for a writer
+ * forever, on the main thread in readSmall).
+ */
+export const OPEN_READ = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+
 export function readSmall(file: Buffer, limit: number): { data: Buffer; st0: BigIntStats; st1: BigIntStats } | null {
   let fd: number;
   try {
-    // O_NONBLOCK: a FIFO put in the place of a file must not block this (the main) thread.
-    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    fd = openSync(file, OPEN_READ);
   } catch (err) {
     throw new SourceError((err as NodeJS.ErrnoException).code ?? 'EIO', (err as Error).message);
   }

@@ -12,7 +12,7 @@ import { IndexPlace, IndexReader, IndexWriter, NO_ORDINAL, setOrdinal, setRecord
 import { createHash } from 'node:crypto';
 import { stateDir } from '../../util/state-dir.js';
 import { decodeLine, encodeEntry } from '../../manifest/codec.js';
-import type { Store } from '../../store/store.js';
+import { OPEN_READ, type Store } from '../../store/store.js';
 import { display, join } from '../../util/bpath.js';
 import { algoOfSum, hashStream, loadHash, type HashAlgo } from '../../util/hash.js';
 import fs from 'node:fs';
@@ -74,8 +74,7 @@ type Lines = { kind: 'lines'; lines: (Buffer | null)[]; block: Buffer; recs: num
 /** A file's sum as the impl stores it ("<algo>:<hex>"), or undefined when it cannot be read now. */
 async function hashFile(abs: Buffer, algo: HashAlgo): Promise<string | undefined> {
   try {
-    // O_NONBLOCK: a FIFO put in the file's place must not hang the run.
-    const fh = await fs.promises.open(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    const fh = await fs.promises.open(abs, OPEN_READ);
     return await hashStream(fh.createReadStream(), algo);
   } catch {
     return undefined;

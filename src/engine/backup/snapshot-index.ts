@@ -6,7 +6,7 @@ import { errMessage } from '../../errors.js';
 import type { Entry } from '../../manifest/entry.js';
 import { splitNs } from '../../manifest/time.js';
 import type { Store } from '../../store/store.js';
-import { b } from '../../store/store.js';
+import { b, OPEN_READ } from '../../store/store.js';
 import { join } from '../../util/bpath.js';
 import type { Emit } from '../events.js';
 import { META, mkdirIfMissing } from '../layout.js';
@@ -200,7 +200,7 @@ export class IndexReader {
   static async open(file: string, snapshot: string, fingerprint: string, checkImpl: (meta: IndexMeta) => Promise<void>, emit: Emit): Promise<IndexReader | null> {
     let fd: number;
     try {
-      fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK); // a FIFO in its place must not block
+      fd = fs.openSync(file, OPEN_READ);
     } catch {
       return null; // none (an older run, or removed): the ordinary path
     }

@@ -10,7 +10,7 @@ import { typeOfMode } from '../../manifest/entry.js';
 import { fromBigNs, nsTime, splitNs } from '../../manifest/time.js';
 import { copyFd } from '../../util/sparse-copy.js';
 import { createHasher, type HashAlgo } from '../../util/hash.js';
-import { SourceError, sourceState, type FileMeta, type LocalSource, type PutResult, type SourceState, type Store, type StoreCaps, type StoreStat } from '../store.js';
+import { OPEN_READ, SourceError, sourceState, type FileMeta, type LocalSource, type PutResult, type SourceState, type Store, type StoreCaps, type StoreStat } from '../store.js';
 
 function stateAt(r: Float64Array, i: number): SourceState {
   return { size: r[i]!, mtime: nsTime(r[i + 1]!, r[i + 2]!), ctime: nsTime(r[i + 3]!, r[i + 4]!), ino: r[i + 5]! };
@@ -26,7 +26,7 @@ async function readFails(fh: fsp.FileHandle): Promise<boolean> {
   }
 }
 
-const { O_RDONLY, O_NOFOLLOW, O_WRONLY, O_CREAT, O_EXCL, O_NONBLOCK } = fs.constants;
+const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL } = fs.constants;
 const ERRNO_NAMES = new Map(Object.entries(os.constants.errno).map(([k, v]) => [v, k]));
 
 /** writeNew writes a single buffer up to this size synchronously. */
@@ -100,11 +100,11 @@ export class LocalStore implements Store {
   }
 
   readFile(p: Buffer): Promise<Buffer> {
-    return fsp.readFile(this.abs(p), { flag: O_RDONLY | O_NOFOLLOW | O_NONBLOCK });
+    return fsp.readFile(this.abs(p), { flag: OPEN_READ });
   }
 
   async openRead(p: Buffer): Promise<{ stream: Readable; size: number }> {
-    const fh = await fsp.open(this.abs(p), O_RDONLY | O_NOFOLLOW | O_NONBLOCK); // a FIFO planted in the store: refused below, never waited on
+    const fh = await fsp.open(this.abs(p), OPEN_READ); // a FIFO planted in the store: refused below
     try {
       const st = await fh.stat();
       if (!st.isFile()) throw Object.assign(new Error(`not a regular file in the store: ${p.toString()}`), { code: 'EINVAL' });
@@ -145,14 +145,20 @@ export class LocalStore implements Store {
   async putFile(p: Buffer, src: LocalSource, meta: FileMeta, hash?: HashAlgo): Promise<PutResult> {
     const dest = this.abs(p);
     if (!hash) {
-      // One thread-pool job does open, copy_file_range (holes kept), owner, mode and times.
+      // A thread-pool job (one per large file, shared by several small ones) does open,
+      // copy_file_range (holes kept), owner, mode and times.
       const [s, ns] = splitNs(meta.mtime ?? '0.000000000');
       const chown = this.caps.ownership && meta.uid !== undefined && meta.gid !== undefined;
       const flags = (src.sparse ? 1 : 0) | (chown ? 2 : 0);
-      const r =
-        src.size !== undefined && src.size <= SMALL_COPY
-          ? await this.batcher.copy(src.path, dest, flags, meta.mode ?? 0o600, meta.uid ?? 0, meta.gid ?? 0, s, ns)
-          : (this.singleCopies++, await native.copyIn(src.path, dest, flags, meta.mode ?? 0o600, meta.uid ?? 0, meta.gid ?? 0, s, ns));
+      const mode = meta.mode ?? 0o600;
+      const uid = meta.uid ?? 0;
+      const gid = meta.gid ?? 0;
+      let r: Float64Array;
+      if (src.size !== undefined && src.size <= SMALL_COPY) r = await this.batcher.copy(src.path, dest, flags, mode, uid, gid, s, ns);
+      else {
+        this.singleCopies++;
+        r = await native.copyIn(src.path, dest, flags, mode, uid, gid, s, ns);
+      }
       if (r[0] !== 0) {
         const code = ERRNO_NAMES.get(r[1]!) ?? `E${r[1]}`;
         if (r[0] === 1) throw new SourceError(code, `${code}: cannot read ${src.path.toString()}`);
@@ -200,7 +206,7 @@ export class LocalStore implements Store {
   private async putFileHashed(dest: Buffer, p: Buffer, src: LocalSource, meta: FileMeta, hash: HashAlgo): Promise<PutResult> {
     let fh: fsp.FileHandle;
     try {
-      fh = await fsp.open(src.path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK); // a FIFO put in a file's place must not hang the run
+      fh = await fsp.open(src.path, OPEN_READ);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
       throw new SourceError(code, (err as Error).message);

@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { typeOfMode } from '../../manifest/entry.js';
@@ -7,7 +6,7 @@ import { splitNs } from '../../manifest/time.js';
 import { createHasher, type HashAlgo } from '../../util/hash.js';
 import { Semaphore } from '../../util/semaphore.js';
 import { errnoCode } from '../../errors.js';
-import { readSmall, SourceError, sourceState, type FileMeta, type LocalSource, type PutResult, type Store, type StoreCaps, type StoreStat } from '../store.js';
+import { OPEN_READ, readSmall, SourceError, sourceState, type FileMeta, type LocalSource, type PutResult, type Store, type StoreCaps, type StoreStat } from '../store.js';
 import { FXF_CREAT, FXF_EXCL, FXF_READ, FXF_TRUNC, FXF_WRITE, SftpError } from './sftp-client.js';
 import type { Sftp } from './resilient.js';
 
@@ -15,7 +14,6 @@ import type { Sftp } from './resilient.js';
 const CHUNK = 64 * 1024;
 /** Write requests in flight per file. */
 const WRITES_IN_FLIGHT = 16;
-const { O_RDONLY, O_NOFOLLOW } = fs.constants;
 
 
 /**
@@ -248,7 +246,7 @@ export class SftpStore implements Store {
     if (small) return small;
     let fh: fsp.FileHandle;
     try {
-      fh = await fsp.open(src.path, O_RDONLY | O_NOFOLLOW | fs.constants.O_NONBLOCK); // a FIFO put in a file's place must not hang the run
+      fh = await fsp.open(src.path, OPEN_READ);
     } catch (err) {
       throw new SourceError(errnoCode(err) ?? 'EIO', (err as Error).message);
     }
