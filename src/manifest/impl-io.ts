@@ -4,7 +4,7 @@ import zlib from 'node:zlib';
 import { BakkerError } from '../errors.js';
 import type { Store } from '../store/store.js';
 import { comparePaths, display } from '../util/bpath.js';
-import { decodeLine, encodeEntry, parseLine, type ImplHeader, type ImplTrailer } from './codec.js';
+import { decodeLine, encodeEntryTo, LineSink, parseLine, type ImplHeader, type ImplTrailer } from './codec.js';
 import { PrevRecord } from './prev-record.js';
 import type { Entry } from './entry.js';
 
@@ -188,12 +188,10 @@ export class ImplReader {
 }
 
 /** Writes an impl as gzip-compressed JSON lines through the store (temp + fsync + rename). */
-const NL = Buffer.from('\n');
 
 export class ImplWriter {
-  /** Bytes waiting to be compressed (written on in chunks of about 64 KiB). */
-  private parts: Buffer[] = [];
-  private size = 0;
+  /** Bytes waiting to be compressed (handed on in chunks of about 64 KiB). */
+  private readonly sink = new LineSink(96 * 1024);
   private readonly gzip: zlib.Gzip;
   private readonly done: Promise<void>;
   private failure: unknown;
@@ -218,47 +216,27 @@ export class ImplWriter {
       throw err;
     });
     this.done.catch(() => undefined);
-    this.push(Buffer.from(JSON.stringify(header) + '\n'));
-  }
-
-  /** Encoded lines not yet turned into bytes: one conversion per run of them, not one per line. */
-  private text = '';
-
-  private push(b: Buffer): void {
-    if (this.text) this.settleText();
-    this.parts.push(b);
-    this.size += b.length;
-  }
-
-  private settleText(): void {
-    const t = Buffer.from(this.text);
-    this.text = '';
-    this.parts.push(t);
+    this.sink.text(JSON.stringify(header) + '\n');
   }
 
   /** Returns a promise only when the compressor is full and the caller must wait. */
   write(e: Entry): Promise<void> | undefined {
     if (e.raw) {
-      this.push(e.raw);
-      this.push(NL);
-    } else {
-      const line = encodeEntry(e) + '\n';
-      this.text += line;
-      this.size += line.length; // about: the byte count only decides when to flush
-    }
+      this.sink.bytes(e.raw);
+      this.sink.byte(10);
+    } else encodeEntryTo(e, this.sink);
     this.count++;
-    return this.size >= 65536 ? this.flush() : undefined;
+    return this.sink.pos >= 65536 ? this.flush() : undefined;
   }
 
   /** Writes entry lines as they are (their bytes, without newlines). */
   writeLines(lines: Buffer[]): Promise<void> | undefined {
-    if (this.text) this.settleText();
     for (const l of lines) {
-      this.parts.push(l, NL);
-      this.size += l.length + 1;
+      this.sink.bytes(l);
+      this.sink.byte(10);
     }
     this.count += lines.length;
-    return this.size >= 65536 ? this.flush() : undefined;
+    return this.sink.pos >= 65536 ? this.flush() : undefined;
   }
 
   /** The file's sha256 (hex), once close() resolved. */
@@ -268,16 +246,12 @@ export class ImplWriter {
 
   private flush(): Promise<void> | undefined {
     if (this.failure) throw this.failure;
-    if (this.text) this.settleText();
-    const chunk = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts);
-    this.parts = [];
-    this.size = 0;
-    if (this.gzip.write(chunk)) return undefined;
+    if (this.gzip.write(this.sink.take())) return undefined;
     return new Promise<void>((res) => this.gzip.once('drain', res));
   }
 
   async close(trailer: ImplTrailer): Promise<void> {
-    this.push(Buffer.from(JSON.stringify(trailer) + '\n'));
+    this.sink.text(JSON.stringify(trailer) + '\n');
     await this.flush();
     this.gzip.end();
     await this.done;

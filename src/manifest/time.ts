@@ -26,6 +26,37 @@ export function isNsTime(s: unknown): s is NsTime {
   return typeof s === 'string' && RE.test(s);
 }
 
+/**
+ * Whether `t` is (sec, nsec), and its two fields, read without allocating (these run once per
+ * copied file). A malformed `t` equals nothing.
+ */
+export function nsTimeIs(t: NsTime, sec: number, nsec: number): boolean {
+  return nsSec(t) === sec && nsNsec(t) === nsec;
+}
+
+export function nsSec(t: NsTime): number {
+  const neg = t.charCodeAt(0) === 45;
+  let v = 0;
+  for (let i = neg ? 1 : 0; ; i++) {
+    const c = t.charCodeAt(i);
+    if (c === 46) return neg ? -v : v;
+    if (!(c >= 48 && c <= 57)) return NaN;
+    v = v * 10 + (c - 48);
+  }
+}
+
+export function nsNsec(t: NsTime): number {
+  const dot = t.indexOf('.');
+  if (dot < 0 || t.length - dot !== 10) return NaN;
+  let v = 0;
+  for (let i = dot + 1; i < t.length; i++) {
+    const c = t.charCodeAt(i);
+    if (!(c >= 48 && c <= 57)) return NaN;
+    v = v * 10 + (c - 48);
+  }
+  return v;
+}
+
 /** [seconds, nanoseconds] for utimensat. */
 export function splitNs(t: NsTime): [number, number] {
   const dot = t.indexOf('.');

@@ -127,6 +127,19 @@ function sourceTree(sources: SourceSpec[]): Node {
 
 const byName = (a: Node, b: Node) => Buffer.compare(a.name, b.name);
 
+/** A directory being walked: its entries, where its subdirectories are among them, how far the walk got. */
+interface DirFrame {
+  rel: Buffer;
+  items: WalkItem[];
+  /** Positions in `items` of the subdirectories the walk descends into. */
+  subdirs: number[];
+  block: Buffer | undefined;
+  /** The next subdirectory (index into `subdirs`). */
+  next: number;
+  /** The first item not handed out yet. */
+  start: number;
+}
+
 /** Subdirectory scans started ahead of the walk within one directory. */
 const PREFETCH = 8;
 const ENOENT = 2;
@@ -271,6 +284,48 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
    * lstat's them while the caller works.
    */
   async function* walkDir(rel: Buffer, abs: Buffer, rootDev: number, listing: Promise<Listing>): AsyncGenerator<WalkItem[]> {
+    // Depth first with a stack of open directories, not a generator per directory: a batch
+    // handed up through one generator per level cost a promise and a result object per level.
+    const stack: DirFrame[] = [];
+    let opened: DirFrame | { warning: WalkItem } | null = await openDir(rel, abs, rootDev, listing);
+    for (;;) {
+      if (opened) {
+        if ('warning' in opened) yield [opened.warning];
+        else {
+          stack.push(opened);
+          for (let k = 0; k < PREFETCH; k++) prefetch(opened, k, rootDev);
+        }
+        opened = null;
+      }
+      const f = stack[stack.length - 1];
+      if (!f) return;
+      const k = f.next++;
+      const idx = f.subdirs[k];
+      if (idx === undefined) {
+        // Done with this folder: the rest of its entries, and its end.
+        const rest = f.start < f.items.length ? f.items.slice(f.start) : [];
+        if (f.block) rest.push({ kind: 'dirEnd', rel: f.rel, block: f.block });
+        stack.pop();
+        if (rest.length > 0) yield rest;
+        continue;
+      }
+      yield f.items.slice(f.start, idx + 1);
+      f.start = idx + 1;
+      prefetch(f, k + PREFETCH, rootDev);
+      const dir = f.items[idx] as WalkItem & { kind: 'entry' };
+      opened = await openDir(dir.entry.path, dir.abs, rootDev, scanner.take(dir.abs, dir.entry.path));
+    }
+  }
+
+  function prefetch(f: DirFrame, k: number, rootDev: number): void {
+    const idx = f.subdirs[k];
+    if (idx === undefined) return;
+    const dir = f.items[idx] as WalkItem & { kind: 'entry' };
+    scanner.start(dir.abs, dir.entry.path, rootDev);
+  }
+
+  /** A directory's entries, from its scan: a frame for walkDir's stack, or the warning that it could not be listed. */
+  async function openDir(rel: Buffer, abs: Buffer, rootDev: number, listing: Promise<Listing>): Promise<DirFrame | { warning: WalkItem }> {
     let names: Buffer;
     let stats: Float64Array;
     let block: Buffer | undefined;
@@ -279,8 +334,7 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
     } catch (err) {
       // A fast-path scan that could not make the folder in the new snapshot: a store failure.
       if ((err as NodeJS.ErrnoException).syscall === 'mkdir') throw err;
-      yield [{ kind: 'warning', path: rel, message: `cannot list directory: ${(err as Error).message}`, unreadable: true }];
-      return;
+      return { warning: { kind: 'warning', path: rel, message: `cannot list directory: ${(err as Error).message}`, unreadable: true } };
     }
     const items: WalkItem[] = [];
     const subdirs: number[] = [];
@@ -359,24 +413,7 @@ export async function* walk(opts: WalkOptions): AsyncGenerator<WalkItem[]> {
       else if (isDir) scanner.drop(r.item.abs);
     }
     if (run) items.push(run);
-    const prefetch = (k: number) => {
-      const idx = subdirs[k];
-      if (idx === undefined) return;
-      const dir = items[idx] as WalkItem & { kind: 'entry' };
-      scanner.start(dir.abs, dir.entry.path, rootDev);
-    };
-    for (let k = 0; k < PREFETCH; k++) prefetch(k);
-    let start = 0;
-    for (let k = 0; k < subdirs.length; k++) {
-      const idx = subdirs[k]!;
-      yield items.slice(start, idx + 1);
-      start = idx + 1;
-      prefetch(k + PREFETCH);
-      const dir = items[idx] as WalkItem & { kind: 'entry' };
-      yield* walkDir(dir.entry.path, dir.abs, rootDev, scanner.take(dir.abs, dir.entry.path));
-    }
-    if (start < items.length) yield items.slice(start);
-    if (block) yield [{ kind: 'dirEnd', rel, block }];
+    return { rel, items, subdirs, block, next: 0, start: 0 };
   }
 
   async function* walkNode(node: Node, rel: Buffer): AsyncGenerator<WalkItem[]> {

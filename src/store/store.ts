@@ -71,6 +71,12 @@ export interface SourceState {
   ino: number;
 }
 
+/** A copy in a batch (Store.quickCopy): the batch's job, and the copy's place in it. */
+export interface QuickCopy {
+  group: { settled: boolean; failure?: unknown; readonly idle?: boolean; wait(): Promise<void> };
+  index: number;
+}
+
 export interface PutResult {
   sum?: string;
   /** Stores that transform what they store (encryption): the bytes read, the stored object's tag, its compression. */
@@ -147,6 +153,16 @@ export interface Store {
   syncSoon?(): void;
   /** putFile copies small files (with their size given) several per job: ask for many at once. */
   readonly copiesInBatches?: boolean;
+  /**
+   * putFile without a promise per file, for a small file with its size given and no checksum
+   * (null: not one for it; use putFile): the copy joins a batch that is copied in one job.
+   * Once `group` settled, quickDone tells whether the copy went through with the source as the
+   * walk saw it, to its end; otherwise quickResult gives what putFile would have (or throws
+   * what it would have thrown).
+   */
+  quickCopy?(p: Buffer, src: LocalSource, meta: FileMeta): QuickCopy | null;
+  quickDone?(q: QuickCopy, size: number, mtime: NsTime, ctime: NsTime): boolean;
+  quickResult?(q: QuickCopy, src: Buffer, p: Buffer): PutResult;
   /** The store's folder when it is on this host, even when localRoot is not set (a backup never descends into it). */
   readonly folder?: string;
   /** Set on an encrypted store (crypto/encrypted-store.ts): what the engine asks it beyond this interface. */

@@ -358,13 +358,13 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       const reusable = reuse !== null;
       count(counts, e, prev !== undefined, reusable);
       let work: { job: Job; decide: Decide } | undefined;
-      const copy = () => writer.copy(e, item.abs);
       switch (e.type) {
         case 'dir':
           if (!item.madeByScan) writer.mkdir(e);
           dirs.push({ path: e.path.toString('latin1'), mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime });
           break;
-        case 'file':
+        case 'file': {
+          const copy = () => writer.copy(e, item.abs);
           if (item.linkTo) {
             // Starts once the group's first member settled (never forcing that one out early: it
             // may sit in a link batch still filling up), so members are not linked one round trip
@@ -374,12 +374,13 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
             const job = new PromiseJob(first ? whenSettled(first.job).then(() => isKept(first)).then((kept) => writer.linkToGroup(e, linkTo, kept, copy)) : writer.linkToGroup(e, linkTo, false, copy));
             work = { job, decide: () => job.value === true };
           } else if (reuse) work = writer.reuse(e, reuse, copy);
-          else work = StoreWriter.job(copy());
+          else work = writer.copyJob(e, item.abs);
           if (e.hardlink !== undefined && !item.linkTo) {
             work = { job: work.job, decide: once(work.decide) };
             groupFirst.set(e, work);
           }
           break;
+        }
         case 'symlink':
           work = reuse ? writer.reuse(e, reuse, () => writer.symlink(e)) : StoreWriter.job(writer.symlink(e));
           break;

@@ -264,6 +264,29 @@ export class StoreWriter {
     return true;
   }
 
+  /**
+   * A new or changed file's copy, as work for the ordered queue. A small file on a store that
+   * copies in batches (the local store) joins a batch: the batch is the job every entry in it
+   * waits on, and the entry's decision reads its own result (no promise, no async function per
+   * file: those were most of the garbage a full backup made, ~4 KB a file). What went wrong or
+   * changed meanwhile takes the usual road (copyLocked) from that result.
+   */
+  copyJob(e: Entry, abs: Buffer): { job: Job; decide: Decide } {
+    if (!this.store.quickCopy || this.checksum !== undefined || this.frozen || this.salvage) return StoreWriter.job(this.copy(e, abs));
+    const dest = join(this.tree, e.path);
+    const quick = this.store.quickCopy(dest, { path: abs, sparse: e.sparse === true, size: e.size }, e);
+    if (!quick) return StoreWriter.job(this.copy(e, abs));
+    this.progress.bytesToCopy += e.size;
+    return {
+      job: quick.group,
+      decide: () => {
+        if (this.diffError !== undefined) throw this.diffError;
+        if (this.store.quickDone!(quick, e.size, e.mtime, e.ctime)) return this.copied(e);
+        return this.copyLocked(e, abs, () => this.store.quickResult!(quick, abs, dest));
+      },
+    };
+  }
+
   /** Copies a new or changed file, re-reading it when it changes under us (up to 3 tries). */
   async copy(e: Entry, abs: Buffer): Promise<boolean> {
     this.progress.bytesToCopy += e.size;
@@ -313,13 +336,13 @@ export class StoreWriter {
     return true;
   }
 
-  private async copyLocked(e: Entry, abs: Buffer): Promise<boolean> {
+  private async copyLocked(e: Entry, abs: Buffer, first?: () => PutResult): Promise<boolean> {
     const dest = join(this.tree, e.path);
-    if (this.salvage && !this.frozen && this.checksum === undefined && !this.store.crypt && (await this.trySalvage(e, dest))) return this.copied(e);
+    if (!first && this.salvage && !this.frozen && this.checksum === undefined && !this.store.crypt && (await this.trySalvage(e, dest))) return this.copied(e);
     for (let attempt = 1; ; attempt++) {
       let res: PutResult;
       try {
-        res = await this.store.putFile(dest, { path: abs, sparse: e.sparse === true, size: e.size, ...(this.frozen && e.z ? { compressed: true } : {}) }, { mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime }, this.checksum);
+        res = first && attempt === 1 ? first() : await this.store.putFile(dest, { path: abs, sparse: e.sparse === true, size: e.size, ...(this.frozen && e.z ? { compressed: true } : {}) }, { mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime }, this.checksum);
       } catch (err) {
         if (err instanceof SourceError) return this.unreadable(e, err);
         this.checkDirs();
@@ -356,8 +379,11 @@ export class StoreWriter {
     return this.copied(e);
   }
 
+  /** The first failure of a diff link batch (the run fails; finishDiff() throws it too). */
+  private diffError: unknown;
+
   /** A new copy of `e` is in place: new content of this snapshot (counted, into the diff folder). */
-  private async copied(e: Entry): Promise<true> {
+  private copied(e: Entry): true | Promise<true> {
     e.since = this.name;
     this.stats.copied++;
     this.stats.bytesCopied += e.size;
@@ -368,30 +394,47 @@ export class StoreWriter {
     }
     this.progress.copied++;
     this.progress.bytesCopied += e.size;
-    await this.addToDiff(e.path);
-    return true;
+    const w = this.addToDiff(e.path);
+    return w ? w.then(() => true as const) : true;
   }
 
   private diffRels: Buffer[] = [];
+  /** The diff folders the queued links go into (each made or being made). */
+  private diffDirWaits: Promise<void>[] = [];
   private readonly diffSent: Promise<void>[] = [];
+  private lastDiffDir: Buffer | null = null;
+  private lastDiffMade: Promise<void> = Promise.resolve();
 
-  /** Links new content into the diff folder, batched; finishDiff() waits for all of it. */
-  private async addToDiff(p: Buffer): Promise<void> {
-    await this.diffDir(parent(p));
-    if (!this.store.linkMany) return this.store.link(join(this.tree, p), join(this.diff, p));
+  /**
+   * Links new content into the diff folder, batched; finishDiff() waits for all of it (a batch
+   * goes out once its folders exist). Nothing to wait for here on a store that links in batches.
+   */
+  private addToDiff(p: Buffer): Promise<void> | undefined {
+    const dir = parent(p);
+    let made = this.lastDiffMade;
+    if (this.lastDiffDir === null || !this.lastDiffDir.equals(dir)) {
+      made = this.lastDiffMade = this.diffDir(dir);
+      this.lastDiffDir = dir;
+      if (this.store.linkMany) this.diffDirWaits.push(made);
+    }
+    if (!this.store.linkMany) return made.then(() => this.store.link(join(this.tree, p), join(this.diff, p)));
     this.diffRels.push(p);
     if (this.diffRels.length >= this.linkBatch) this.sendDiff();
+    return undefined;
   }
 
   private sendDiff(): void {
     const rels = this.diffRels;
+    const dirs = this.diffDirWaits;
     if (rels.length === 0) return;
     this.diffRels = [];
-    const sent = this.linkSlots.run(() => this.store.linkMany!(this.tree, this.diff, rels)).then((codes) => {
+    // The folder of the next link may be this batch's last one: it waits for it too.
+    this.diffDirWaits = [this.lastDiffMade];
+    const sent = Promise.all(dirs).then(() => this.linkSlots.run(() => this.store.linkMany!(this.tree, this.diff, rels))).then((codes) => {
       const bad = codes.findIndex((c) => c !== null);
       if (bad >= 0) throw Object.assign(new Error(`${codes[bad]}: cannot link ${display(rels[bad]!)} into the diff folder`), { code: codes[bad] });
     });
-    sent.catch(() => undefined);
+    sent.catch((err) => void (this.diffError ??= err));
     this.diffSent.push(sent);
   }
 
@@ -413,6 +456,7 @@ export class StoreWriter {
     let made = this.diffDirs.get(key);
     if (!made) {
       made = this.diffDir(parent(p)).then(() => this.store.mkdir(join(this.diff, p), 0o700));
+      made.catch(() => undefined); // its failure reaches the run through the links waiting for it
       this.diffDirs.set(key, made);
     }
     return made;

@@ -2,15 +2,48 @@ import { native } from '../../native.js';
 
 /** Doubles per file in copyMany's params, and in its (and copyIn's) results. */
 const PARAMS = 6;
-const COPY_FIELDS = 17;
+export const COPY_FIELDS = 17;
 const NUL = Buffer.from([0]);
 
-interface Pending {
-  src: Buffer;
-  dest: Buffer;
-  params: [flags: number, mode: number, uid: number, gid: number, mtimeSec: number, mtimeNsec: number];
-  resolve: (r: Float64Array) => void;
-  reject: (err: unknown) => void;
+/**
+ * One batch of small copies: one thread-pool job (native copyMany) copies its files one after
+ * the other. It is also what the engine's ordered queue waits on (its Job interface): every
+ * entry copied in it shares it, so the common case costs no promise per file. `result` holds
+ * COPY_FIELDS doubles per file (copyIn's layout, see the C source) once `settled`.
+ */
+export class CopyGroup {
+  settled = false;
+  failure?: unknown;
+  result: Float64Array | null = null;
+  /** Never idle: a group goes out by itself (the batcher sends it when a job slot frees). */
+  readonly idle = false;
+  paths: Buffer[] = [];
+  params: number[] = [];
+  private done: Promise<void> | null = null;
+  private onDone: (() => void) | null = null;
+
+  get size(): number {
+    return this.params.length / PARAMS;
+  }
+
+  wait(): Promise<void> {
+    if (this.settled) return Promise.resolve();
+    return (this.done ??= new Promise<void>((resolve) => (this.onDone = resolve)));
+  }
+
+  settle(result: Float64Array | null, failure: unknown): void {
+    this.result = result;
+    if (failure !== undefined) this.failure = failure;
+    this.settled = true;
+    this.paths = [];
+    this.params = [];
+    this.onDone?.();
+  }
+
+  /** File `i`'s results (a view), once settled without failure. */
+  of(i: number): Float64Array {
+    return this.result!.subarray(i * COPY_FIELDS, (i + 1) * COPY_FIELDS);
+  }
 }
 
 /**
@@ -21,10 +54,10 @@ interface Pending {
  *
  * Adaptive: while fewer than `jobs` batches are on the pool a copy goes out at once (alone, when
  * nothing else waits); copies asked for meanwhile wait and go together when a batch returns.
- * Each copy's result is what copyIn gives (see COPY_FIELDS in the C source).
  */
 export class CopyBatcher {
-  private queue: Pending[] = [];
+  /** Groups waiting for a job slot, oldest first; the last one may still take files. */
+  private waiting: CopyGroup[] = [];
   private running = 0;
   /** Jobs sent and files copied through them (diagnostics; the tests check batching with them). */
   readonly stats = { jobs: 0, files: 0 };
@@ -34,48 +67,48 @@ export class CopyBatcher {
     private readonly batch = 32,
   ) {}
 
-  copy(src: Buffer, dest: Buffer, flags: number, mode: number, uid: number, gid: number, mtimeSec: number, mtimeNsec: number): Promise<Float64Array> {
-    return new Promise<Float64Array>((resolve, reject) => {
-      this.queue.push({ src, dest, params: [flags, mode, uid, gid, mtimeSec, mtimeNsec], resolve, reject });
-      this.pump();
-    });
+  /** Queues one copy; its result is group.of(index) once the group settled. */
+  add(src: Buffer, dest: Buffer, flags: number, mode: number, uid: number, gid: number, mtimeSec: number, mtimeNsec: number): { group: CopyGroup; index: number } {
+    let group = this.waiting[this.waiting.length - 1];
+    if (!group || group.size >= this.batch) this.waiting.push((group = new CopyGroup()));
+    const index = group.size;
+    group.paths.push(src, NUL, dest, NUL);
+    group.params.push(flags, mode, uid, gid, mtimeSec, mtimeNsec);
+    this.pump();
+    return { group, index };
+  }
+
+  /** One copy, as a promise of its results. */
+  async copy(src: Buffer, dest: Buffer, flags: number, mode: number, uid: number, gid: number, mtimeSec: number, mtimeNsec: number): Promise<Float64Array> {
+    const { group, index } = this.add(src, dest, flags, mode, uid, gid, mtimeSec, mtimeNsec);
+    await group.wait();
+    if (group.failure !== undefined) throw group.failure;
+    return group.of(index);
   }
 
   private pump(): void {
-    while (this.running < this.jobs && this.queue.length > 0) {
-      const group = this.queue.length <= this.batch ? this.queue : this.queue.slice(0, this.batch);
-      this.queue = group === this.queue ? [] : this.queue.slice(this.batch);
-      this.send(group);
-    }
+    while (this.running < this.jobs && this.waiting.length > 0) this.send(this.waiting.shift()!);
   }
 
-  private send(group: Pending[]): void {
+  private send(group: CopyGroup): void {
     this.running++;
     this.stats.jobs++;
-    this.stats.files += group.length;
-    const parts: Buffer[] = [];
-    const params = new Float64Array(group.length * PARAMS);
-    for (let k = 0; k < group.length; k++) {
-      const c = group[k]!;
-      parts.push(c.src, NUL, c.dest, NUL);
-      params.set(c.params, k * PARAMS);
-    }
+    this.stats.files += group.size;
     let sent: Promise<Float64Array>;
     try {
-      sent = native.copyMany(Buffer.concat(parts), params);
+      sent = native.copyMany(Buffer.concat(group.paths), Float64Array.from(group.params));
     } catch (err) {
       sent = Promise.reject(err);
     }
     sent.then(
-      (r) => {
-        for (let k = 0; k < group.length; k++) group[k]!.resolve(r.subarray(k * COPY_FIELDS, (k + 1) * COPY_FIELDS));
-      },
-      (err: unknown) => {
-        for (const c of group) c.reject(err);
-      },
-    ).finally(() => {
-      this.running--;
-      this.pump();
-    });
+      (r) => this.done(group, r, undefined),
+      (err: unknown) => this.done(group, null, err ?? new Error('copyMany failed')),
+    );
+  }
+
+  private done(group: CopyGroup, r: Float64Array | null, err: unknown): void {
+    this.running--;
+    group.settle(r, err);
+    this.pump();
   }
 }

@@ -5,15 +5,25 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import { native } from '../../native.js';
-import { CopyBatcher } from './copy-batcher.js';
+import { COPY_FIELDS, CopyBatcher, type CopyGroup } from './copy-batcher.js';
 import { typeOfMode } from '../../manifest/entry.js';
-import { fromBigNs, nsTime, splitNs } from '../../manifest/time.js';
+import { fromBigNs, nsNsec, nsSec, nsTime, nsTimeIs, splitNs, type NsTime } from '../../manifest/time.js';
 import { copyFd } from '../../util/sparse-copy.js';
 import { createHasher, type HashAlgo } from '../../util/hash.js';
-import { OPEN_READ, SourceError, sourceState, type FileMeta, type LocalSource, type PutResult, type SourceState, type Store, type StoreCaps, type StoreStat } from '../store.js';
+import { OPEN_READ, SourceError, sourceState, type FileMeta, type LocalSource, type PutResult, type QuickCopy, type SourceState, type Store, type StoreCaps, type StoreStat } from '../store.js';
 
 function stateAt(r: Float64Array, i: number): SourceState {
   return { size: r[i]!, mtime: nsTime(r[i + 1]!, r[i + 2]!), ctime: nsTime(r[i + 3]!, r[i + 4]!), ino: r[i + 5]! };
+}
+
+/** What putFile gives for a native copy's results at `o` (or the error it throws). */
+function copyResult(r: Float64Array, o: number, src: Buffer, dest: Buffer): PutResult {
+  if (r[o] !== 0) {
+    const code = ERRNO_NAMES.get(r[o + 1]!) ?? `E${r[o + 1]}`;
+    if (r[o] === 1) throw new SourceError(code, `${code}: cannot read ${src.toString()}`);
+    throw Object.assign(new Error(`${code}: cannot write ${dest.toString()} in the store`), { code });
+  }
+  return { before: stateAt(r, o + 3), after: stateAt(r, o + 10) };
 }
 
 
@@ -159,14 +169,31 @@ export class LocalStore implements Store {
         this.singleCopies++;
         r = await native.copyIn(src.path, dest, flags, mode, uid, gid, s, ns);
       }
-      if (r[0] !== 0) {
-        const code = ERRNO_NAMES.get(r[1]!) ?? `E${r[1]}`;
-        if (r[0] === 1) throw new SourceError(code, `${code}: cannot read ${src.path.toString()}`);
-        throw Object.assign(new Error(`${code}: cannot write ${dest.toString()} in the store`), { code });
-      }
-      return { before: stateAt(r, 3), after: stateAt(r, 10) };
+      return copyResult(r, 0, src.path, dest);
     }
     return this.putFileHashed(dest, p, src, meta, hash);
+  }
+
+  quickCopy(p: Buffer, src: LocalSource, meta: FileMeta): QuickCopy | null {
+    if (src.size === undefined || src.size > SMALL_COPY) return null;
+    const chown = this.caps.ownership && meta.uid !== undefined && meta.gid !== undefined;
+    const mtime = meta.mtime ?? '0.000000000';
+    return this.batcher.add(src.path, this.abs(p), (src.sparse ? 1 : 0) | (chown ? 2 : 0), meta.mode ?? 0o600, meta.uid ?? 0, meta.gid ?? 0, nsSec(mtime), nsNsec(mtime));
+  }
+
+  quickDone(q: QuickCopy, size: number, mtime: NsTime, ctime: NsTime): boolean {
+    const r = (q.group as CopyGroup).result;
+    if (!r) return false;
+    const o = q.index * COPY_FIELDS;
+    // Stage 0 (copied), and the source's state at the end of the copy (fields 10-14: size,
+    // mtime, ctime; 3-7 hold the same) is the walk's.
+    return r[o] === 0 && r[o + 10] === size && nsTimeIs(mtime, r[o + 11]!, r[o + 12]!) && nsTimeIs(ctime, r[o + 13]!, r[o + 14]!) && r[o + 3] === r[o + 10] && r[o + 4] === r[o + 11] && r[o + 5] === r[o + 12] && r[o + 6] === r[o + 13] && r[o + 7] === r[o + 14];
+  }
+
+  quickResult(q: QuickCopy, src: Buffer, p: Buffer): PutResult {
+    const g = q.group as CopyGroup;
+    if (g.failure !== undefined) throw g.failure;
+    return copyResult(g.result!, q.index * COPY_FIELDS, src, this.abs(p));
   }
 
   async writeNew(p: Buffer, data: AsyncIterable<Buffer> | Iterable<Buffer>): Promise<number> {
