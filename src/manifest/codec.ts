@@ -100,12 +100,20 @@ export class LineSink {
     this.buf = Buffer.allocUnsafeSlow(initial);
   }
 
-  /** The bytes so far; the sink starts a new buffer (the caller keeps this one). */
+  /** Buffers handed back (recycle), for the next take(). */
+  private readonly spare: Buffer[] = [];
+
+  /** The bytes so far; the sink goes on in another buffer (the caller has this one until it recycles it). */
   take(): Buffer {
     const out = this.buf.subarray(0, this.pos);
-    this.buf = Buffer.allocUnsafeSlow(Math.max(this.initial, this.pos));
+    this.buf = this.spare.pop() ?? Buffer.allocUnsafeSlow(this.initial);
     this.pos = 0;
     return out;
+  }
+
+  /** A buffer take() gave, no longer used by anyone: written into again (a few are kept). */
+  recycle(b: Buffer): void {
+    if (b.byteOffset === 0 && b.buffer.byteLength >= this.initial && this.spare.length < 2) this.spare.push(Buffer.from(b.buffer, 0, b.buffer.byteLength));
   }
 
   private room(n: number): void {

@@ -8,6 +8,9 @@ import { decodeLine, encodeEntryTo, LineSink, parseLine, type ImplHeader, type I
 import { PrevRecord } from './prev-record.js';
 import type { Entry } from './entry.js';
 
+/** Decompressed bytes an ImplReader keeps ready ahead of its reader. */
+const AHEAD = 256 * 1024;
+
 /**
  * Streams an impl: gunzip, split lines, decode. Memory stays flat: only one decoded chunk of
  * lines is held. Checks the header comes first and that entries are in strict walk order, so a
@@ -23,18 +26,39 @@ export class ImplReader {
   private lineNo = 0;
   private done = false;
   private last: Buffer | undefined;
-  private readonly iter: AsyncIterator<Buffer>;
+  /** Decompressed chunks not split yet (`ahead` bytes), oldest first. */
+  private readonly chunks: Buffer[] = [];
+  private ahead = 0;
+  private ended = false;
+  private failure: unknown;
+  private wake: (() => void) | null = null;
+  private readonly gunzip: zlib.Gunzip;
   /** sha256 and size of the file's bytes as read, when asked for (see digest()). */
   private readonly sha: ReturnType<typeof createHash> | null;
   private bytes = 0;
 
   private constructor(private readonly source: Readable, readonly name: string, hash: boolean) {
-    // Decompressed ahead of the reader (256 KiB buffered, 64 KiB per thread-pool job): else each
+    // Decompressed ahead of the reader (up to 256 KiB, 64 KiB per thread-pool job): else each
     // 16 KiB of lines waits its turn on the thread pool (behind directory scans) when the walk
-    // needs it. Not more: the reader gets what is buffered as one chunk, and an unchanged line
-    // waiting in the backup's queue keeps its whole chunk alive (with 1 MiB chunks, 4-6 MB of
-    // a 100k-entry incremental run's peak; the same speed, interleaved runs).
-    const gunzip = zlib.createGunzip({ chunkSize: 64 * 1024, readableHighWaterMark: 256 * 1024 } as zlib.ZlibOptions);
+    // needs it. Taken chunk by chunk as zlib made them: a stream's read() (and its async
+    // iterator) hands over all it has buffered as one new Buffer, a copy of every byte (25 MB
+    // of garbage in a 100k-entry incremental). Not bigger chunks: an unchanged line waiting in
+    // the backup's queue keeps its whole chunk alive (with 1 MiB chunks, 4-6 MB of the peak).
+    const gunzip = (this.gunzip = zlib.createGunzip({ chunkSize: 64 * 1024 }));
+    gunzip.on('data', (c: Buffer) => {
+      this.chunks.push(c);
+      this.ahead += c.length;
+      if (this.ahead >= AHEAD) gunzip.pause();
+      this.wakeUp();
+    });
+    gunzip.on('end', () => {
+      this.ended = true;
+      this.wakeUp();
+    });
+    gunzip.on('error', (e) => {
+      this.failure ??= e;
+      this.wakeUp();
+    });
     source.on('error', (e) => gunzip.destroy(e));
     this.sha = hash ? createHash('sha256') : null;
     if (this.sha) {
@@ -45,7 +69,27 @@ export class ImplReader {
       });
     }
     source.pipe(gunzip);
-    this.iter = gunzip[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  }
+
+  private wakeUp(): void {
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  }
+
+  /** The next decompressed chunk, or null at the end; throws what broke the stream. */
+  private async nextChunk(): Promise<Buffer | null> {
+    for (;;) {
+      const c = this.chunks.shift();
+      if (c) {
+        this.ahead -= c.length;
+        if (this.ahead < AHEAD && this.gunzip.isPaused()) this.gunzip.resume();
+        return c;
+      }
+      if (this.failure !== undefined) throw this.failure;
+      if (this.ended) return null;
+      await new Promise<void>((res) => (this.wake = res));
+    }
   }
 
   static async open(store: Store, p: Buffer, opts: { hash?: boolean } = {}): Promise<ImplReader> {
@@ -108,16 +152,16 @@ export class ImplReader {
     for (;;) {
       const line = this.rawLineSync();
       if (line !== undefined) return line;
-      let res: IteratorResult<Buffer>;
+      let c: Buffer | null;
       try {
-        res = await this.iter.next();
+        c = await this.nextChunk();
       } catch (err) {
         if (err instanceof BakkerError) throw err; // said already (an encrypted impl: a wrong identity, an altered file)
         throw new BakkerError('IMPL', `impl ${this.name} cannot be read (${(err as Error).message}): the file is corrupt or truncated`, { cause: err });
       }
-      if (res.done) this.done = true;
-      else if (res.value.length > 0) {
-        this.chunk = res.value;
+      if (c === null) this.done = true;
+      else if (c.length > 0) {
+        this.chunk = c;
         this.pos = 0;
       }
     }
@@ -246,7 +290,9 @@ export class ImplWriter {
 
   private flush(): Promise<void> | undefined {
     if (this.failure) throw this.failure;
-    if (this.gzip.write(this.sink.take())) return undefined;
+    // The buffer goes back to the sink once zlib has read it (not on a failure: the run ends).
+    const chunk = this.sink.take();
+    if (this.gzip.write(chunk, (err) => err || this.sink.recycle(chunk))) return undefined;
     return new Promise<void>((res) => this.gzip.once('drain', res));
   }
 

@@ -239,8 +239,10 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       const pl = place;
       const checkImpl = async (meta: IndexMeta): Promise<void> => {
         if (!pl.remote) {
-          const impl = await store.readFile(implPath(previous!));
-          if (createHash('sha256').update(impl).digest('hex') !== meta.impl) throw new Error('made for another impl');
+          // Hashed as it streams by: the whole impl in memory would grow with the tree.
+          const h = createHash('sha256');
+          for await (const c of (await store.openRead(implPath(previous!))).stream) h.update(c as Buffer);
+          if (h.digest('hex') !== meta.impl) throw new Error('made for another impl');
         } else {
           // A remote impl rewritten since (a merge by a prune on the storage side) has another mtime.
           const st = await store.stat(implPath(previous!));

@@ -223,7 +223,12 @@ export class IndexReader {
       }
       // Intact? (a few ms per 100k entries; a damaged index must never name a wrong line)
       const sha = createHash('sha256');
-      for (let at = 0; at < metaOff; at += 1 << 20) sha.update(readAt(fd, at, Math.min(1 << 20, metaOff - at)));
+      const piece = Buffer.allocUnsafeSlow(Math.min(1 << 20, Math.max(metaOff, 1)));
+      for (let at = 0; at < metaOff; at += piece.length) {
+        const n = Math.min(piece.length, metaOff - at);
+        if (fs.readSync(fd, piece, 0, n, at) !== n) throw new Error('short read');
+        sha.update(piece.subarray(0, n));
+      }
       if (sha.digest('hex') !== meta.sha256) throw new Error('its checksum does not match');
       const rest = readAt(fd, tableOff, metaOff - tableOff);
       await checkImpl(meta);
