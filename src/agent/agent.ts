@@ -8,7 +8,7 @@ import type { Config } from '../config/config.js';
 import { nextRun } from '../config/agent-config.js';
 import { BakkerError, errMessage, errnoCode } from '../errors.js';
 import { openTargetStore } from '../store/open.js';
-import { selfCommand } from '../cli/self.js';
+import { SELF_ENV, selfCommand } from '../cli/self.js';
 
 /**
  * `bakker agent`: runs the config's job on its schedule and on demand (docs/OPERATION.md):
@@ -64,7 +64,7 @@ export class Agent {
     this.log('info', `run started (trigger: ${source})`);
     const started = Date.now();
     this.runs++;
-    const child = spawn(node!, args, { stdio: ['ignore', 'inherit', 'inherit'] });
+    const child = spawn(node!, args, { stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, ...SELF_ENV } });
     this.child = child;
     child.on('error', (err) => this.log('error', `cannot start the run: ${errMessage(err)}`));
     child.on('close', (code, sig) => {

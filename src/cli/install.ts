@@ -4,7 +4,7 @@ import path from 'node:path';
 import { BakkerError, usageError } from '../errors.js';
 import type { Output } from '../ui/output.js';
 import { parse } from './args.js';
-import { selfCommand } from './self.js';
+import { SELF_ENV, selfCommand } from './self.js';
 import { EXIT } from './exit-codes.js';
 
 export const help = `Usage: bakker install [--on-calendar SPEC] [--config PATH] [--agent] [--unit-dir DIR] [--no-enable]
@@ -55,7 +55,8 @@ CPUSchedulingPolicy=batch
 StateDirectory=bakker
 RuntimeDirectory=bakker
 RuntimeDirectoryPreserve=yes
-Environment=BAKKER_STATE_DIR=/var/lib/bakker`;
+Environment=BAKKER_STATE_DIR=/var/lib/bakker
+${Object.entries(SELF_ENV).map(([k, v]) => `Environment=${k}=${v}`).join('\n')}`;
   if (opts.agent) {
     return {
       'bakker-agent.service': `[Unit]
@@ -104,7 +105,12 @@ WantedBy=timers.target
 export function cronLine(onCalendar: string, config: string): string | null {
   const m = /^\*-\*-\*\s+(\d{1,2}):(\d{2})(?::00)?$/.exec(onCalendar.trim());
   if (!m) return null;
-  return `${Number(m[2])} ${Number(m[1])} * * * root ${execLine(['backup', '-c', config])}`;
+  return `${Number(m[2])} ${Number(m[1])} * * * root ${shellLine(['backup', '-c', config])}`;
+}
+
+/** execLine for a shell (cron): the environment the bin's shebang sets, then the command. */
+function shellLine(args: string[]): string {
+  return [...Object.entries(SELF_ENV).map(([k, v]) => `${k}=${v}`), execLine(args)].join(' ');
 }
 
 const systemdRuns = () => fs.existsSync('/run/systemd/system');
@@ -138,7 +144,7 @@ export async function run(argv: string[], out: Output): Promise<number> {
     out.line(`systemd is not running on this host: the units are written but not enabled.`);
     if (cron) out.line(`To run from cron instead, put this line in /etc/cron.d/bakker:\n${cron}`);
     else if (values.agent) out.line(`Start the agent another way, for example: ${execLine(['agent', '-c', config])}`);
-    else out.line(`"${onCalendar}" has no simple cron form: write the cron schedule yourself, running: ${execLine(['backup', '-c', config])}`);
+    else out.line(`"${onCalendar}" has no simple cron form: write the cron schedule yourself, running: ${shellLine(['backup', '-c', config])}`);
     return EXIT.OK;
   }
   systemctl(['daemon-reload']);

@@ -12,3 +12,9 @@ export function selfCommand(args: string[]): string[] {
   const bin = [path.resolve(here, '../../../bin/bakker.js'), process.argv[1] ? fs.realpathSync(process.argv[1]) : ''].find((c) => c && fs.existsSync(c))!;
   return [process.execPath, ...process.execArgv.filter((a) => a.startsWith('--max-semi-space-size') || a === '--expose-gc'), bin, ...args];
 }
+
+/**
+ * What the bin's shebang puts in the environment, which a run started as `node bin/bakker.js`
+ * needs too: one malloc arena for V8's threads (bin/bakker.js says why).
+ */
+export const SELF_ENV: Record<string, string> = { MALLOC_ARENA_MAX: '1' };

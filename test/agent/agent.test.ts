@@ -216,7 +216,7 @@ test('install: the unit files pass systemd-analyze verify; uninstall removes the
   const timer = fs.readFileSync(path.join(dir, 'bakker.timer'), 'utf8');
   assert.match(service, /^Type=oneshot$/m);
   assert.match(service, new RegExp(`^ExecStart=\\S+node .*bin/bakker\\.js backup -c ${cfg.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}$`, 'm'));
-  for (const k of ['ProtectSystem=full', 'PrivateTmp=yes', 'NoNewPrivileges=yes', 'Nice=10', 'IOSchedulingClass=idle']) assert.ok(service.includes(`\n${k}\n`), k);
+  for (const k of ['ProtectSystem=full', 'PrivateTmp=yes', 'NoNewPrivileges=yes', 'Nice=10', 'IOSchedulingClass=idle', 'Environment=MALLOC_ARENA_MAX=1']) assert.ok(service.includes(`\n${k}\n`), k);
   for (const k of ['OnCalendar=*-*-* 03:30:00', 'Persistent=true', 'RandomizedDelaySec=15min', 'WantedBy=timers.target']) assert.ok(timer.includes(`${k}\n`), k);
   const verify = (...files: string[]) => spawnSync('systemd-analyze', ['verify', '--man=no', ...files], { encoding: 'utf8' });
   const v = verify(path.join(dir, 'bakker.service'), path.join(dir, 'bakker.timer'));
@@ -227,7 +227,7 @@ test('install: the unit files pass systemd-analyze verify; uninstall removes the
   fs.mkdirSync(path.dirname(bad), { recursive: true });
   fs.writeFileSync(bad, service.replace('Nice=10', 'Nice=ten').replace('PrivateTmp=yes', 'PrivatTmp=yes'));
   assert.match(verify(bad).stderr, /Unknown key 'PrivatTmp'[\s\S]*Failed to parse nice priority 'ten'/);
-  if (!fs.existsSync('/run/systemd/system')) assert.match(r.stdout, /To run from cron instead, put this line in \/etc\/cron\.d\/bakker:\n30 3 \* \* \* root \S+node .*bakker\.js backup -c /);
+  if (!fs.existsSync('/run/systemd/system')) assert.match(r.stdout, /To run from cron instead, put this line in \/etc\/cron\.d\/bakker:\n30 3 \* \* \* root MALLOC_ARENA_MAX=1 \S+node .*bakker\.js backup -c /);
 
   const agentDir = path.join(work, 'units-agent');
   assert.equal((await bakkerRun(['install', '-c', cfg, '--unit-dir', agentDir, '--agent'], env())).code, 0);
