@@ -120,3 +120,33 @@ test('on_full: prune makes room by the retention policy (then the oldest, never 
   assert.equal(b.code, 2);
   assert.match(b.stderr, /targets\.local\.on_full: on_full: prune needs a retention: policy/);
 });
+
+test('a store that runs out of inodes (bytes to spare) says so, and keeps earlier snapshots', () => {
+  // Its own 16 MiB ext4 with 128 inodes: 11 are the filesystem's own.
+  const img = path.join(work, 'few-inodes.img');
+  const dir = path.join(work, 'few-inodes');
+  execFileSync('truncate', ['-s', '16M', img]);
+  execFileSync('mkfs.ext4', ['-q', '-F', '-N', '128', img]);
+  const dev = execFileSync('losetup', ['-f', '--show', img], { encoding: 'utf8' }).trim();
+  fs.mkdirSync(dir);
+  execFileSync('mount', [dev, dir]);
+  try {
+    const src = path.join(work, 'src-inodes');
+    build(src, [{ file: 'a.txt', content: 'a' }]);
+    const store = path.join(dir, 'store');
+    assert.equal(bakker(['backup', src, '--store', store]).code, 0);
+    const first = fs.readlinkSync(path.join(store, 'latest'));
+    build(src, Array.from({ length: 300 }, (_, i) => ({ file: `f${i}.txt`, content: `file ${i}` })));
+    const r = bakker(['backup', src, '--store', store]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^bakker: store .* is out of inodes \(ENOSPC\): it ran out while copying [\d.]+ \w+ of new data, \d+ inodes and [\d.]+ \w+ free: every file and folder takes one; prune old snapshots, or put the store on a filesystem with more inodes \(mkfs\.ext4 -i or -N\) \(a request was left in \.bakker\/requests\/\); no snapshot was published and earlier ones are intact$/m);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.ok(fs.statfsSync(dir).bavail * fs.statfsSync(dir).bsize > 8 << 20, 'bytes were not what ran out');
+    assert.equal(fs.readlinkSync(path.join(store, 'latest')), first);
+    assert.deepEqual(fs.readdirSync(path.join(store, '.bakker/run')), []);
+    assert.equal(bakker(['verify', '--store', store, '--snapshot', 'all']).code, 0);
+  } finally {
+    execFileSync('umount', [dir]);
+    execFileSync('losetup', ['-d', dev]);
+  }
+});

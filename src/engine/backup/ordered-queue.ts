@@ -78,6 +78,9 @@ export class LazyJob<T> implements Job {
   }
 }
 
+/** Work done long ago (a decision kept, its work let go). */
+export const SETTLED: Job = { settled: true, wait: () => Promise.resolve() };
+
 /** The failure of work that never started because its run was given up. */
 export const ABANDONED = new Error('internal: work abandoned with its run');
 
