@@ -232,7 +232,6 @@ export class ImplReader {
 }
 
 /** Writes an impl as gzip-compressed JSON lines through the store (temp + fsync + rename). */
-
 export class ImplWriter {
   /** Bytes waiting to be compressed (handed on in chunks of about 64 KiB). */
   private readonly sink = new LineSink(96 * 1024);

@@ -59,8 +59,7 @@ export function nsNsec(t: NsTime): number {
 
 /** [seconds, nanoseconds] for utimensat. */
 export function splitNs(t: NsTime): [number, number] {
-  const dot = t.indexOf('.');
-  return [Number(t.slice(0, dot)), Number(t.slice(dot + 1))];
+  return [nsSec(t), nsNsec(t)];
 }
 
 /** Whole seconds (what SFTP v3 keeps), same format. */

@@ -391,8 +391,8 @@ static void link_batch_complete(napi_env env, napi_status status, void *data) {
   free(b);
 }
 
-/* A typed array argument of `type` with at least `min` elements; throws a TypeError naming `what` otherwise. */
-/* A typed array argument of `type` with at least `min` elements; its length into *len when asked. */
+/* A typed array argument of `type` with at least `min` elements (its length into *len_out when
+ * asked); throws a TypeError naming `what` otherwise. */
 static bool get_typed(napi_env env, napi_value v, napi_typedarray_type type, size_t min, void **data, const char *what, size_t *len_out) {
   napi_typedarray_type tt; size_t len; napi_value ab; size_t off;
   if (napi_get_typedarray_info(env, v, &tt, &len, data, &ab, &off) != napi_ok || tt != type || len < min) {
@@ -542,8 +542,12 @@ static int copy_plain(int in, int out, off_t start, off_t end, double *bytes) {
   return 0;
 }
 
-/* Copies [start, end) (end < 0: to EOF). Returns 0, -1 (read side failed) or -2 (write side). */
-static int copy_range(int in, int out, off_t start, off_t end, double *bytes, int *use_cfr) {
+/*
+ * Copies [start, end) (end < 0: to EOF). Returns 0, -1 (read side failed) or -2 (write side).
+ * With `st` (to EOF only), the source's fstat after each piece says where the end is, so no last
+ * copy_file_range has to return 0; *st is then the source's state at the end (*have_st = 1).
+ */
+static int copy_range(int in, int out, off_t start, off_t end, double *bytes, int *use_cfr, struct stat *st, int *have_st) {
   off_t pos = start;
   while (*use_cfr && (end < 0 || pos < end)) {
     size_t want = end < 0 ? (1 << 30) : (size_t)(end - pos);
@@ -556,15 +560,24 @@ static int copy_range(int in, int out, off_t start, off_t end, double *bytes, in
       if (errno == ENOSPC || errno == EDQUOT || errno == EFBIG) return -2;
       return -1;
     }
-    if (n == 0) return 0;
+    if (n == 0) {
+      if (have_st) *have_st = 0; /* shrunk since the last fstat: the caller takes it again */
+      return 0;
+    }
     pos += n; *bytes += n;
+    if (st) {
+      if (fstat(in, st) != 0) return -1;
+      *have_st = 1;
+      if (pos >= st->st_size) return 0;
+    }
   }
   if (end >= 0 && pos >= end) return 0;
   /* copy_file_range refuses what is not a regular file (a FIFO or a device swapped in since
    * the walk): read() must not copy those either (a device could fill the store). */
-  struct stat st;
-  if (fstat(in, &st) != 0) return -1;
-  if (!S_ISREG(st.st_mode)) { errno = EINVAL; return -1; }
+  struct stat now;
+  if (fstat(in, &now) != 0) return -1;
+  if (!S_ISREG(now.st_mode)) { errno = EINVAL; return -1; }
+  if (have_st) *have_st = 0; /* the state is taken again after the plain copy */
   return copy_plain(in, out, pos, end, bytes);
 }
 
@@ -584,10 +597,10 @@ static void copy_one(const char *src, const char *dest, int flags, int64_t mode,
     off_t pos = 0;
     for (;;) {
       off_t d = lseek(in, pos, SEEK_DATA);
-      if (d < 0) { if (errno == ENXIO) break; rc = copy_range(in, out, pos, -1, &bytes, &use_cfr); break; }
+      if (d < 0) { if (errno == ENXIO) break; rc = copy_range(in, out, pos, -1, &bytes, &use_cfr, NULL, NULL); break; }
       off_t h = lseek(in, d, SEEK_HOLE);
       if (h < 0) { rc = -1; break; }
-      rc = copy_range(in, out, d, h, &bytes, &use_cfr);
+      rc = copy_range(in, out, d, h, &bytes, &use_cfr, NULL, NULL);
       if (rc) break;
       pos = h;
     }
@@ -598,23 +611,7 @@ static void copy_one(const char *src, const char *dest, int flags, int64_t mode,
       else have_st = 1;
     }
   } else {
-    /* To the end: the fstat after each piece says where the end is. */
-    off_t pos = 0;
-    while (use_cfr) {
-      loff_t ip = pos, op = pos;
-      ssize_t n = copy_file_range(in, &ip, out, &op, 1 << 30, 0);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP || errno == EBADF) { use_cfr = 0; break; }
-        rc = (errno == ENOSPC || errno == EDQUOT || errno == EFBIG) ? -2 : -1;
-        break;
-      }
-      pos += n; bytes += n;
-      if (fstat(in, &st) != 0) { rc = -1; break; }
-      have_st = 1;
-      if (n == 0 || pos >= st.st_size) break;
-    }
-    if (!rc && !use_cfr) { have_st = 0; rc = copy_range(in, out, pos, -1, &bytes, &use_cfr); }
+    rc = copy_range(in, out, 0, -1, &bytes, &use_cfr, &st, &have_st);
   }
   int e = errno;
   if (!rc && !have_st) {

@@ -104,11 +104,6 @@ export class SourceError extends Error {
 }
 
 /**
- * A small regular file read whole on this thread (never following a symlink), with its state
- * before and after; null when it is larger than `limit` (also when it grew past it meanwhile): the
- * caller streams it then. A failure of the source throws SourceError.
- */
-/**
  * How bakker opens a file it reads (a source file to copy, or a file in a store): never through
  * a symlink (O_NOFOLLOW), and never waiting on a FIFO put where a file was (O_NONBLOCK: the open
  * returns and the caller's regular-file check refuses it; without it the open waits for a writer
@@ -116,6 +111,11 @@ export class SourceError extends Error {
  */
 export const OPEN_READ = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 
+/**
+ * A small regular file read whole on this thread (never following a symlink), with its state
+ * before and after; null when it is larger than `limit` (also when it grew past it meanwhile): the
+ * caller streams it then. A failure of the source throws SourceError.
+ */
 export function readSmall(file: Buffer, limit: number): { data: Buffer; st0: BigIntStats; st1: BigIntStats } | null {
   let fd: number;
   try {

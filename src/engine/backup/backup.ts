@@ -383,10 +383,9 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
           else work = writer.copyJob(e, item.abs);
           if (e.hardlink !== undefined && !item.linkTo) {
             // Held until the run ends (the group's later members may come at any point of the
-            // walk): once decided, only the decision, not the work with its batch and paths
-            // (a copy batch's results, a folder's paths: 16 KB a group, 40 MB at 1M entries).
-            // (The held value must be made outside this loop: a closure made here would keep
-            // this iteration's whole scope, work and paths included.)
+            // walk): once decided, only the decision (KEPT or LEFT_OUT, made outside this loop:
+            // a closure made here would keep this iteration's whole scope), not the work with
+            // its batch's results and its folder's paths (~16 KB a group; 180-220 MB at 1M).
             const decide = once(work.decide);
             const held = (kept: boolean) => groupFirst.set(e, kept ? KEPT : LEFT_OUT);
             work = {

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { errMessage } from '../../errors.js';
 import type { Entry } from '../../manifest/entry.js';
-import { splitNs } from '../../manifest/time.js';
+import { nsNsec, nsSec } from '../../manifest/time.js';
 import type { Store } from '../../store/store.js';
 import { b, OPEN_READ } from '../../store/store.js';
 import { join } from '../../util/bpath.js';
@@ -93,12 +93,10 @@ export function setRecord(block: Buffer, off: number, e: Entry, ordinal: number)
   block.writeUInt32LE(e.gid, off + R_GID);
   block.writeUInt32LE(ordinal, off + R_ORDINAL);
   block.writeDoubleLE(e.size, off + R_SIZE);
-  const [ms, mns] = splitNs(e.mtime);
-  const [cs, cns] = splitNs(e.ctime);
-  writeI64(block, ms, off + R_MTS);
-  block.writeUInt32LE(mns, off + R_MTNS);
-  block.writeUInt32LE(cns, off + R_CTNS);
-  writeI64(block, cs, off + R_CTS);
+  writeI64(block, nsSec(e.mtime), off + R_MTS);
+  block.writeUInt32LE(nsNsec(e.mtime), off + R_MTNS);
+  block.writeUInt32LE(nsNsec(e.ctime), off + R_CTNS);
+  writeI64(block, nsSec(e.ctime), off + R_CTS);
 }
 
 /** A whole number of seconds as a little-endian int64, without a BigInt per call. */

@@ -39,11 +39,6 @@ export class CopyGroup {
     this.params = [];
     this.onDone?.();
   }
-
-  /** File `i`'s results (a view), once settled without failure. */
-  of(i: number): Float64Array {
-    return this.result!.subarray(i * COPY_FIELDS, (i + 1) * COPY_FIELDS);
-  }
 }
 
 /**
@@ -67,23 +62,18 @@ export class CopyBatcher {
     private readonly batch = 32,
   ) {}
 
-  /** Queues one copy; its result is group.of(index) once the group settled. */
-  add(src: Buffer, dest: Buffer, flags: number, mode: number, uid: number, gid: number, mtimeSec: number, mtimeNsec: number): { group: CopyGroup; index: number } {
+  /**
+   * Queues one copy (`params`: copyIn's after the paths: flags, mode, uid, gid, mtime s and ns);
+   * its results are the group's COPY_FIELDS doubles at `index` once the group settled.
+   */
+  add(src: Buffer, dest: Buffer, params: number[]): { group: CopyGroup; index: number } {
     let group = this.waiting[this.waiting.length - 1];
     if (!group || group.size >= this.batch) this.waiting.push((group = new CopyGroup()));
     const index = group.size;
     group.paths.push(src, NUL, dest, NUL);
-    group.params.push(flags, mode, uid, gid, mtimeSec, mtimeNsec);
+    group.params.push(...params);
     this.pump();
     return { group, index };
-  }
-
-  /** One copy, as a promise of its results. */
-  async copy(src: Buffer, dest: Buffer, flags: number, mode: number, uid: number, gid: number, mtimeSec: number, mtimeNsec: number): Promise<Float64Array> {
-    const { group, index } = this.add(src, dest, flags, mode, uid, gid, mtimeSec, mtimeNsec);
-    await group.wait();
-    if (group.failure !== undefined) throw group.failure;
-    return group.of(index);
   }
 
   private pump(): void {

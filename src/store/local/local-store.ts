@@ -157,37 +157,36 @@ export class LocalStore implements Store {
     if (!hash) {
       // A thread-pool job (one per large file, shared by several small ones) does open,
       // copy_file_range (holes kept), owner, mode and times.
-      const [s, ns] = splitNs(meta.mtime ?? '0.000000000');
-      const chown = this.caps.ownership && meta.uid !== undefined && meta.gid !== undefined;
-      const flags = (src.sparse ? 1 : 0) | (chown ? 2 : 0);
-      const mode = meta.mode ?? 0o600;
-      const uid = meta.uid ?? 0;
-      const gid = meta.gid ?? 0;
-      let r: Float64Array;
-      if (src.size !== undefined && src.size <= SMALL_COPY) r = await this.batcher.copy(src.path, dest, flags, mode, uid, gid, s, ns);
-      else {
-        this.singleCopies++;
-        r = await native.copyIn(src.path, dest, flags, mode, uid, gid, s, ns);
+      const quick = this.quickCopy(p, src, meta);
+      if (quick) {
+        await quick.group.wait();
+        return this.quickResult(quick, src.path, p);
       }
-      return copyResult(r, 0, src.path, dest);
+      this.singleCopies++;
+      return copyResult(await native.copyIn(src.path, dest, ...this.copyArgs(src, meta)), 0, src.path, dest);
     }
     return this.putFileHashed(dest, p, src, meta, hash);
   }
 
-  quickCopy(p: Buffer, src: LocalSource, meta: FileMeta): QuickCopy | null {
-    if (src.size === undefined || src.size > SMALL_COPY) return null;
+  /** copyIn's arguments after the paths: flags (sparse, chown), mode, uid, gid, mtime s and ns. */
+  private copyArgs(src: LocalSource, meta: FileMeta): [number, number, number, number, number, number] {
     const chown = this.caps.ownership && meta.uid !== undefined && meta.gid !== undefined;
     const mtime = meta.mtime ?? '0.000000000';
-    return this.batcher.add(src.path, this.abs(p), (src.sparse ? 1 : 0) | (chown ? 2 : 0), meta.mode ?? 0o600, meta.uid ?? 0, meta.gid ?? 0, nsSec(mtime), nsNsec(mtime));
+    return [(src.sparse ? 1 : 0) | (chown ? 2 : 0), meta.mode ?? 0o600, meta.uid ?? 0, meta.gid ?? 0, nsSec(mtime), nsNsec(mtime)];
+  }
+
+  quickCopy(p: Buffer, src: LocalSource, meta: FileMeta): QuickCopy | null {
+    if (src.size === undefined || src.size > SMALL_COPY) return null;
+    return this.batcher.add(src.path, this.abs(p), this.copyArgs(src, meta));
   }
 
   quickDone(q: QuickCopy, size: number, mtime: NsTime, ctime: NsTime): boolean {
     const r = (q.group as CopyGroup).result;
     if (!r) return false;
     const o = q.index * COPY_FIELDS;
-    // Stage 0 (copied), and the source's state at the end of the copy (fields 10-14: size,
-    // mtime, ctime; 3-7 hold the same) is the walk's.
-    return r[o] === 0 && r[o + 10] === size && nsTimeIs(mtime, r[o + 11]!, r[o + 12]!) && nsTimeIs(ctime, r[o + 13]!, r[o + 14]!) && r[o + 3] === r[o + 10] && r[o + 4] === r[o + 11] && r[o + 5] === r[o + 12] && r[o + 6] === r[o + 13] && r[o + 7] === r[o + 14];
+    // Stage 0 (copied), and the source's state at the end of the copy (size, mtime, ctime at
+    // fields 10-14; the native copy takes one fstat, so fields 3-7 hold the same) is the walk's.
+    return r[o] === 0 && r[o + 10] === size && nsTimeIs(mtime, r[o + 11]!, r[o + 12]!) && nsTimeIs(ctime, r[o + 13]!, r[o + 14]!);
   }
 
   quickResult(q: QuickCopy, src: Buffer, p: Buffer): PutResult {
